@@ -1,0 +1,14 @@
+"""Code shared by every stage: the feature contract and process set-up.
+
+Importing this package is the one place where the process is prepared for the
+stack: TensorFlow Recommenders needs Keras 2 (tf-keras), which TensorFlow 2.16
+only uses when TF_USE_LEGACY_KERAS=1 is set before TensorFlow resolves
+`tf.keras`. Every package of this project imports `common` first, so every
+entry point (runners, tests, the Kubeflow container via the installed package)
+goes through here.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) is noise here.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

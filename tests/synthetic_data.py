@@ -1,0 +1,117 @@
+"""Small MovieLens-like data with planted structure, written by the tests.
+
+MovieLens itself may not be copied into the repository (GroupLens licence),
+so tests generate look-alike data in GroupLens's ml-100k file format. The
+structure is planted so that models have something to learn:
+
+* every movie has one main genre (plus sometimes a second one);
+* every user has a favourite genre, rates mostly movies of it, and rates
+  them high (4-5) while other movies get low ratings (1-2);
+* timestamps increase with each user's rating order.
+
+So a retrieval model should recommend favourite-genre movies and a ranking
+model should predict high ratings for them, far better than popularity or
+the global mean.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List
+
+import numpy as np
+
+# The 19 genre columns of u.item, in GroupLens order.
+ML100K_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy",
+    "Crime", "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror",
+    "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]
+ML100K_OCCUPATIONS = [
+    "administrator", "artist", "doctor", "educator", "engineer",
+    "entertainment", "executive", "healthcare", "homemaker", "lawyer",
+    "librarian", "marketing", "none", "other", "programmer", "retired",
+    "salesman", "scientist", "student", "technician", "writer",
+]
+# Genres used for planting (columns 1..6 of u.item: Action .. Crime).
+PLANTED_GENRES = [1, 2, 3, 4, 5, 6]
+WORDS = ["star", "night", "love", "war", "dark", "city", "river", "king",
+         "ghost", "summer", "blue", "last", "secret", "road", "dream", "fire"]
+T0 = 874724710
+
+
+def make_ratings(num_users: int = 60, num_movies: int = 120,
+                 ratings_per_user: int = 25, seed: int = 0) -> Dict[str, object]:
+  """Returns planted data as arrays: users, movies and ratings tables."""
+  rng = np.random.default_rng(seed)
+  movie_genre = np.array([PLANTED_GENRES[i % len(PLANTED_GENRES)]
+                          for i in range(num_movies)])
+  user_genre = np.array([PLANTED_GENRES[u % len(PLANTED_GENRES)]
+                         for u in range(num_users)])
+  rows = []
+  for u in range(num_users):
+    liked = np.flatnonzero(movie_genre == user_genre[u])
+    other = np.flatnonzero(movie_genre != user_genre[u])
+    n_liked = min(len(liked), int(round(ratings_per_user * 0.8)))
+    chosen = list(rng.choice(liked, n_liked, replace=False))
+    chosen += list(rng.choice(other, ratings_per_user - n_liked, replace=False))
+    rng.shuffle(chosen)
+    for k, m in enumerate(chosen):
+      good = movie_genre[m] == user_genre[u]
+      rating = int(rng.integers(4, 6) if good else rng.integers(1, 3))
+      ts = T0 + u * 1000 + k * 60 + int(rng.integers(0, 30))
+      rows.append((u + 1, m + 1, rating, ts))
+  return {"movie_genre": movie_genre, "user_genre": user_genre, "ratings": rows,
+          "num_users": num_users, "num_movies": num_movies}
+
+
+def write_ml100k(path: str, num_users: int = 60, num_movies: int = 120,
+                 ratings_per_user: int = 25, seed: int = 0,
+                 unrated_movies: int = 3) -> Dict[str, object]:
+  """Writes u.data, u.item, u.user, u.genre, u.occupation to `path`.
+
+  The last `unrated_movies` movies of u.item are never rated, so the
+  catalogue is larger than the set of rated movies (as in real catalogues).
+  Returns the planted structure (see make_ratings).
+  """
+  os.makedirs(path, exist_ok=True)
+  data = make_ratings(num_users, num_movies, ratings_per_user, seed)
+  rng = np.random.default_rng(seed + 1)
+  with open(os.path.join(path, "u.data"), "w") as f:
+    for u, m, r, t in data["ratings"]:
+      f.write(f"{u}\t{m}\t{r}\t{t}\n")
+  total_movies = num_movies + unrated_movies
+  with open(os.path.join(path, "u.item"), "wb") as f:
+    for m in range(total_movies):
+      genre = data["movie_genre"][m] if m < num_movies else 8  # Drama
+      flags = ["0"] * 19
+      flags[genre] = "1"
+      if m % 7 == 0:
+        flags[8] = "1"  # some movies are also dramas
+      words = " ".join(rng.choice(WORDS, 2))
+      title = f"{ML100K_GENRES[genre]} {words} {m + 1} (199{m % 10})"
+      if m == 0:
+        title = "Caf\u00e9 " + title  # latin-1 byte 0xE9, as in real u.item
+      line = "|".join([str(m + 1), title, "01-Jan-1995", "",
+                       "http://example.invalid/"] + flags) + "\n"
+      f.write(line.encode("latin-1"))
+  with open(os.path.join(path, "u.user"), "w") as f:
+    for u in range(num_users):
+      age = 15 + (u * 7) % 50
+      gender = "M" if u % 2 else "F"
+      occ = ML100K_OCCUPATIONS[u % len(ML100K_OCCUPATIONS)]
+      f.write(f"{u + 1}|{age}|{gender}|{occ}|{10000 + u * 37:05d}\n")
+  with open(os.path.join(path, "u.genre"), "w") as f:
+    for i, g in enumerate(ML100K_GENRES):
+      f.write(f"{g}|{i}\n")
+    f.write("\n")
+  with open(os.path.join(path, "u.occupation"), "w") as f:
+    f.write("\n".join(ML100K_OCCUPATIONS) + "\n")
+  return data
+
+
+def tfds_genre_ids(ml100k_genre_column: int) -> List[int]:
+  """TFDS ClassLabel id of a u.item genre column (for assertions)."""
+  from common import features  # pylint: disable=g-import-not-at-top
+  name = ML100K_GENRES[ml100k_genre_column]
+  name = {"unknown": "Unknown", "Children's": "Children"}.get(name, name)
+  return [features.GENRE_ID[name]]
