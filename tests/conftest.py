@@ -16,3 +16,10 @@ def ml100k_dir(tmp_path):
   path = tmp_path / "ml-100k"
   synthetic_data.write_ml100k(str(path))
   return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_transformed(tmp_path_factory):
+  """A real Transform output on planted data (see tests/tft_fixture.py)."""
+  from tests import tft_fixture  # pylint: disable=g-import-not-at-top
+  return tft_fixture.build(str(tmp_path_factory.mktemp("tft")))

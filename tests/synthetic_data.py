@@ -115,3 +115,38 @@ def tfds_genre_ids(ml100k_genre_column: int) -> List[int]:
   name = ML100K_GENRES[ml100k_genre_column]
   name = {"unknown": "Unknown", "Children's": "Children"}.get(name, name)
   return [features.GENRE_ID[name]]
+
+
+def raw_rows(data: Dict[str, object]) -> Dict[str, list]:
+  """Contract-feature dicts (as ingestion writes them) for planted data.
+
+  Returns {"ratings": [...], "catalogue": [...]} where catalogue has every
+  movie (including never-rated ones is left to write_ml100k).
+  """
+  from common import features as F  # pylint: disable=g-import-not-at-top
+  genre_name = {1: "Action", 2: "Adventure", 3: "Animation", 4: "Children",
+                5: "Comedy", 6: "Crime"}
+  catalogue = []
+  for m in range(data["num_movies"]):
+    g = int(data["movie_genre"][m])
+    catalogue.append({
+        F.MOVIE_ID: str(m + 1),
+        F.MOVIE_TITLE: f"{genre_name[g]} {WORDS[m % len(WORDS)]} {m + 1} (1995)",
+        F.MOVIE_GENRES: [F.GENRE_ID[genre_name[g]]],
+    })
+  ratings = []
+  for u, m, r, t in data["ratings"]:
+    age = 15 + ((u - 1) * 7) % 50
+    occ = ML100K_OCCUPATIONS[(u - 1) % len(ML100K_OCCUPATIONS)]
+    row = dict(catalogue[m - 1])
+    row.update({
+        F.USER_ID: str(u), F.USER_RATING: float(r), F.TIMESTAMP: int(t),
+        F.USER_GENDER: int((u - 1) % 2), F.RAW_USER_AGE: float(age),
+        F.BUCKETIZED_USER_AGE: float(max([1] + [a for a in (18, 25, 35, 45, 50, 56)
+                                                if age >= a])),
+        F.USER_OCCUPATION_TEXT: occ,
+        F.USER_OCCUPATION_LABEL: 0,
+        F.USER_ZIP_CODE: f"{10000 + (u - 1) * 37:05d}",
+    })
+    ratings.append(row)
+  return {"ratings": ratings, "catalogue": catalogue}

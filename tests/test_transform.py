@@ -148,3 +148,11 @@ def test_serving_defaults_map_to_unknown(transformed):
   assert int(out[F.T_USER_GENDER][0]) == preprocessing.GENDER_UNKNOWN
   assert float(out[F.T_USER_AGE][0]) == 0.0
   assert int(out[F.T_TIMESTAMP_BUCKET][0]) == 9  # after training max: last bucket
+
+
+def test_time_after_training_is_clipped(transformed):
+  _, tft_out = transformed
+  layer = tft_out.transform_features_layer()
+  out = layer({F.TIMESTAMP: tf.constant([[11000], [10**10]], tf.int64)})
+  norm = out[F.T_TIMESTAMP].numpy()
+  assert norm[0] == pytest.approx(norm[1])  # far future == training max

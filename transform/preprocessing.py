@@ -129,8 +129,11 @@ def preprocessing_fn(inputs: Mapping[str, Any],
     ts = _dense(inputs[F.TIMESTAMP], 0)
     t_min, t_max = tft.min(ts), tft.max(ts)
     # Seconds since the first training rating fit float32 exactly enough.
-    rel = tf.cast(ts - t_min, tf.float32)
+    # Times outside the training range (serving "now" is years later for
+    # MovieLens) are clipped to it, as the buckets are: the model never saw
+    # them, and an unclipped z-score of "now" would be in the hundreds.
     span = tf.maximum(tf.cast(t_max - t_min, tf.float32), 1.0)
+    rel = tf.clip_by_value(tf.cast(ts - t_min, tf.float32), 0.0, span)
     n = cfg["num_timestamp_buckets"]
     bucket = tf.cast(tf.floor(rel / span * n), tf.int64)
     out[F.T_TIMESTAMP_BUCKET] = _with_domain(tf.clip_by_value(bucket, 0, n - 1), n)
