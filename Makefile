@@ -1,0 +1,27 @@
+# The two commands of the README. Both create/update .venv first.
+#   make run                 # local pipeline on MovieLens 100K (TFDS, needs internet)
+#   make run DATA=../shared/datasets/ml-100k   # offline, from a GroupLens folder
+#   make test                # the test suite (what CI runs)
+DATA ?= tfds:movielens/100k-ratings
+SPLIT ?= random
+OUTPUT_DIR ?= tfx_output
+ARGS ?=
+PY := .venv/bin/python
+
+.PHONY: venv run test test-fast clean
+
+venv:
+	@bash scripts/ensure_venv.sh
+
+run: venv
+	$(PY) local_runner.py --data "$(DATA)" --split "$(SPLIT)" --output-dir "$(OUTPUT_DIR)" $(ARGS)
+
+test: venv
+	$(PY) -m pytest -q -rs $(ARGS)
+
+# Unit tests only (skips the slow end-to-end pipeline runs).
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+clean:
+	rm -rf tfx_output .pytest_cache

@@ -1,0 +1,72 @@
+"""Pipeline settings: names, defaults and the knobs a user is expected to turn.
+
+As in TFX's templates (tfx/experimental/templates/taxi/pipeline/configs.py),
+constants live here and runners pass overrides into create_pipeline().
+"""
+import os
+
+# Kubeflow (KFP v2) accepts only [a-z0-9-] in pipeline names.
+PIPELINE_NAME = "movielens-two-stage"
+
+# Where data comes from (local_runner --data). TFDS needs internet; a
+# GroupLens folder or zip works offline.
+DEFAULT_DATA = "tfds:movielens/100k-ratings"
+DEFAULT_SPLIT = "random"
+EVAL_FRACTION = 0.2
+# Fraction of unparsable input rows tolerated (skipped and counted); 0 = stop.
+MAX_BAD_ROW_FRACTION = 0.0
+
+DEFAULT_OUTPUT_DIR = "tfx_output"
+
+
+def output_paths(output_dir: str) -> dict:
+  """The layout of a run's output directory (see README)."""
+  output_dir = os.path.abspath(output_dir)
+  return {
+      "output_dir": output_dir,
+      "pipeline_root": os.path.join(output_dir, "tfx"),
+      "metadata_path": os.path.join(output_dir, "metadata.db"),
+      "log_dir": os.path.join(output_dir, "logs"),
+      "serving_dir": os.path.join(output_dir, "serving"),
+  }
+
+
+# Beam: DirectRunner in_memory was measured faster than multi_processing at
+# MovieLens-100K size on 2 cores. Override with local_runner --beam-args.
+BEAM_PIPELINE_ARGS = [
+    "--runner=DirectRunner",
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+]
+
+# Transform (transform/preprocessing.py DEFAULT_CONFIG documents the keys).
+TRANSFORM_CONFIG = {
+    "num_timestamp_buckets": 1000,
+    "min_user_count": 5,
+    "min_movie_count": 2,
+    "min_word_count": 2,
+    "min_zip_prefix_count": 2,
+}
+# Transform's own pre/post statistics are skipped: StatisticsGen already
+# covers the raw data and they cost a sizeable part of Transform's time.
+TRANSFORM_DISABLE_STATISTICS = True
+
+PREPROCESSING_FN = "transform.preprocessing.preprocessing_fn"
+RETRIEVAL_RUN_FN = "trainer_modules.retrieval.run_fn"
+RANKING_RUN_FN = "trainer_modules.ranking.run_fn"
+
+# Trainer hyperparameters: empty means the trainer module's defaults (chosen
+# by experiment, see benchmarks/). Runner flags override single keys.
+RETRIEVAL_CONFIG = {}
+RANKING_CONFIG = {}
+
+# Retrieval blessing: hit@100 (excluding seen movies) must beat the
+# most-popular baseline by this margin, and not fall below the last blessed
+# retrieval model by more than the tolerance.
+RETRIEVAL_MARGIN_OVER_POPULARITY = 0.02
+RETRIEVAL_BASELINE_TOLERANCE = 0.01
+
+# Ranking blessing (TFMA): absolute RMSE bound and allowed increase over the
+# last blessed ranking model.
+RANKING_RMSE_UPPER_BOUND = 1.0
+RANKING_MAX_RMSE_INCREASE = 0.01

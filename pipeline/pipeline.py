@@ -1,0 +1,120 @@
+"""create_pipeline(): the whole two-stage recommender as one TFX pipeline.
+
+Data flows top to bottom, one component per step:
+
+  MovieLensExampleGen ─ examples (train/eval) + catalogue (every movie)
+  StatisticsGen → schema (curated ImportSchemaGen, or SchemaGen for own data)
+  ExampleValidator → ValidationGate  (anomalies stop the run here)
+  Transform                          (vocabularies, buckets: transform/)
+  ├─ retrieval: Trainer (two-tower) → RetrievalEvaluator → Pusher
+  └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → Pusher
+
+Each evaluator compares against the latest blessed model *of its own
+stage* (resolvers filtered by producer), and each Pusher only pushes a
+blessed model. No ML code lives here: only wiring.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from tfx.components import ExampleValidator
+from tfx.components import ImportSchemaGen
+from tfx.components import SchemaGen
+from tfx.components import StatisticsGen
+from tfx.components import Transform
+from tfx.orchestration import pipeline as tfx_pipeline
+
+from components.ingestion import MovieLensExampleGen
+from components.ingestion import detect_source_family
+from components.validation_gate import ValidationGate
+from pipeline import configs
+from pipeline import schemas
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data: str,
+    serving_dir: str,
+    data_config: str = "",
+    split: str = configs.DEFAULT_SPLIT,
+    eval_fraction: float = configs.EVAL_FRACTION,
+    max_bad_row_fraction: float = configs.MAX_BAD_ROW_FRACTION,
+    transform_config: Optional[Dict[str, Any]] = None,
+    retrieval_config: Optional[Dict[str, Any]] = None,
+    ranking_config: Optional[Dict[str, Any]] = None,
+    enable_retrieval: bool = True,
+    enable_ranking: bool = True,
+    metadata_connection_config=None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    enable_cache: bool = True,
+) -> tfx_pipeline.Pipeline:
+  """Wires ingestion → validation → Transform → two trainer branches.
+
+  Args:
+    data: a source for MovieLensExampleGen: "tfds:movielens/100k-ratings",
+      a GroupLens folder or zip, or "" with data_config.
+    serving_dir: pushed models go to <serving_dir>/retrieval/<version> and
+      <serving_dir>/ranking/<version>.
+    data_config: path of a data config file for a user's own interactions.
+    enable_retrieval / enable_ranking: build each branch (ranking needs
+      explicit ratings; it is switched off for implicit-feedback data).
+  """
+  components = []
+
+  # 1. Ingest: ratings as tf.Examples (train/eval) and the movie catalogue.
+  example_gen = MovieLensExampleGen(
+      source=data, data_config=data_config, split=split,
+      eval_fraction=eval_fraction, max_bad_row_fraction=max_bad_row_fraction)
+  components.append(example_gen)
+
+  # 2. Validate: statistics, the schema (curated per source family) and a
+  #    gate that stops the run on anomalies.
+  statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+  components.append(statistics_gen)
+  schema_file = schemas.schema_path(detect_source_family(data, data_config))
+  if schema_file:
+    schema_gen = ImportSchemaGen(schema_file=schema_file)
+  else:
+    schema_gen = SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                           infer_feature_shape=True)
+  components.append(schema_gen)
+  example_validator = ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"],
+      schema=schema_gen.outputs["schema"])
+  components.append(example_validator)
+  gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
+  components.append(gate)
+
+  # 3. Transform: vocabularies and features for both trainers, computed once.
+  transform = Transform(
+      examples=example_gen.outputs["examples"],
+      schema=schema_gen.outputs["schema"],
+      preprocessing_fn=configs.PREPROCESSING_FN,
+      custom_config=dict(configs.TRANSFORM_CONFIG, **(transform_config or {})),
+      disable_statistics=configs.TRANSFORM_DISABLE_STATISTICS)
+  transform.add_upstream_node(gate)  # nothing trains on data that failed validation
+  components.append(transform)
+
+  if enable_retrieval:
+    from pipeline import retrieval_branch  # pylint: disable=g-import-not-at-top
+    components += retrieval_branch.create(
+        example_gen=example_gen, transform=transform, schema_gen=schema_gen,
+        serving_dir=os.path.join(serving_dir, "retrieval"),
+        custom_config=dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {})))
+  if enable_ranking:
+    from pipeline import ranking_branch  # pylint: disable=g-import-not-at-top
+    components += ranking_branch.create(
+        example_gen=example_gen, transform=transform, schema_gen=schema_gen,
+        serving_dir=os.path.join(serving_dir, "ranking"),
+        custom_config=dict(configs.RANKING_CONFIG, **(ranking_config or {})))
+
+  return tfx_pipeline.Pipeline(
+      pipeline_name=pipeline_name,
+      pipeline_root=pipeline_root,
+      components=components,
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or list(configs.BEAM_PIPELINE_ARGS),
+  )

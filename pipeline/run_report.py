@@ -1,0 +1,137 @@
+"""The end-of-run summary, read back from ML Metadata.
+
+The runner prints this after a successful run: examples per split, the
+validation verdict, each evaluator's metrics against its baselines, whether
+each model was blessed, and what was pushed where. Everything comes from the
+artifacts the components recorded, so a cached (unchanged) re-run reports the
+same facts as the run that produced them.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+from typing import Dict, List
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+
+def _prop(artifact, key, default=None):
+  if key in artifact.custom_properties:
+    v = artifact.custom_properties[key]
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else default
+  if key in artifact.properties:
+    v = artifact.properties[key]
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else default
+  return default
+
+
+def latest_run_outputs(metadata_path: str, pipeline_name: str
+                       ) -> Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]]:
+  """{node id: {output key: [artifacts]}} of the newest pipeline run."""
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = metadata_path
+  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  store = metadata_store.MetadataStore(config)
+  runs = [c for c in store.get_contexts_by_type("pipeline_run")
+          if c.name.startswith(pipeline_name) or True]
+  pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+  if pipeline_ctx is None or not runs:
+    return {}
+  in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
+  runs = [c for c in runs if not in_pipeline or c.id in in_pipeline] or runs
+  run = max(runs, key=lambda c: c.create_time_since_epoch)
+  executions = store.get_executions_by_context(run.id)
+  node_types = {"node"}
+  out: Dict[str, Dict[str, list]] = {}
+  for execution in executions:
+    node = next((c for c in store.get_contexts_by_execution(execution.id)
+                 if c.type in node_types or
+                 store.get_context_types_by_id([c.type_id])[0].name == "node"), None)
+    if node is None:
+      continue
+    node_id = node.name.split(".", 1)[-1]
+    events = store.get_events_by_execution_ids([execution.id])
+    outputs = [e for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                                metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    arts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in outputs])}
+    per_key = out.setdefault(node_id, collections.defaultdict(list))
+    for e in outputs:
+      key = e.path.steps[0].key if e.path.steps else "output"
+      if e.artifact_id in arts:
+        per_key[key].append(arts[e.artifact_id])
+  return out
+
+
+def _table(rows: List[List[str]]) -> str:
+  widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+  lines = []
+  for n, r in enumerate(rows):
+    lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    if n == 0:
+      lines.append("  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
+def _fmt(x):
+  return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
+  """A human-readable summary of the newest run."""
+  outs = latest_run_outputs(metadata_path, pipeline_name)
+  if not outs:
+    return "No run recorded in ML Metadata."
+  parts = []
+
+  gen = next((v for k, v in outs.items() if "ExampleGen" in k), {})
+  if gen.get("examples"):
+    ex = gen["examples"][0]
+    rows = [["split", "examples"]]
+    for split in ("train", "eval"):
+      rows.append([split, _prop(ex, f"num_examples_{split}", "?")])
+    if gen.get("catalogue"):
+      rows.append(["catalogue (movies)", _prop(gen["catalogue"][0], "num_movies", "?")])
+    bad = _prop(ex, "num_bad_rows", 0)
+    parts.append("Data: " + str(_prop(ex, "source", "")) + "\n" + _table(rows)
+                 + (f"\nskipped unparsable rows: {bad}" if bad else ""))
+
+  gate = next((v for k, v in outs.items() if "ValidationGate" in k), None)
+  parts.append("Validation: " + ("passed, no anomalies" if gate else
+                                 "not run"))
+
+  for stage in ("Retrieval", "Ranking"):
+    evaluation = next((v for k, v in outs.items()
+                       if k.startswith(stage) and "Evaluator" in k), None)
+    pusher = next((v for k, v in outs.items()
+                   if k.startswith(stage) and "Pusher" in k), None)
+    if evaluation is None:
+      continue
+    lines = [f"{stage}:"]
+    metrics_path = None
+    if evaluation.get("evaluation"):
+      metrics_path = os.path.join(evaluation["evaluation"][0].uri, "metrics.json")
+    if metrics_path and os.path.exists(metrics_path):
+      with open(metrics_path) as f:
+        summary = json.load(f).get("summary", {})
+      if summary:
+        keys = sorted({k for v in summary.values() for k in v})
+        rows = [["metric"] + list(summary)]
+        for key in keys:
+          rows.append([key] + [_fmt(summary[m].get(key, "")) for m in summary])
+        lines.append(_table(rows))
+    if evaluation.get("blessing"):
+      blessed = _prop(evaluation["blessing"][0], "blessed", 0) == 1
+      lines.append(f"blessed: {'yes' if blessed else 'no'}")
+    if pusher and pusher.get("pushed_model"):
+      pm = pusher["pushed_model"][0]
+      if _prop(pm, "pushed", 0) == 1:
+        lines.append(f"pushed to: {_prop(pm, 'pushed_destination', '?')}")
+      else:
+        lines.append("pushed: nothing (not blessed; the served version stays)")
+    parts.append("\n".join(lines))
+  parts.append(f"Serving directory: {serving_dir}")
+  return "\n\n".join(parts)
