@@ -1,0 +1,25 @@
+"""The ingestion component: MovieLens (TFDS, GroupLens files) or own data.
+
+    from components.ingestion import MovieLensExampleGen
+    from components.ingestion import IngestionError, detect_source_family
+
+`sources`, `custom_source` and `ingest` are plain Python (no TFX import);
+`MovieLensExampleGen` (component.py, executor.py) is loaded on first use.
+"""
+import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from components.ingestion.sources import IngestionError  # noqa: F401
+from components.ingestion.sources import detect_source_family  # noqa: F401
+from components.ingestion.sources import open_source  # noqa: F401
+
+__all__ = ["MovieLensExampleGen", "MovieLensExampleGenSpec", "Executor",
+           "IngestionError", "detect_source_family", "open_source"]
+
+
+def __getattr__(name):
+  if name in ("MovieLensExampleGen", "MovieLensExampleGenSpec"):
+    from components.ingestion import component  # pylint: disable=g-import-not-at-top
+    return getattr(component, name)
+  if name == "Executor":
+    from components.ingestion import executor  # pylint: disable=g-import-not-at-top
+    return executor.Executor
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,113 @@
+"""MovieLensExampleGen: a custom TFX component ingesting rating data.
+
+Outputs two Examples artifacts (GZIP TFRecords of tf.Example in TFX's
+``Split-<name>/`` layout):
+
+* ``examples``: splits ``train`` and ``eval``, one example per rating with the
+  raw features of `common.features`; custom properties num_examples_train,
+  num_examples_eval, num_bad_rows (int), source, source_family, split (str),
+  implicit (int 0/1: 1 when the data has no user_rating);
+* ``catalogue``: split ``catalogue``, one example per movie of the source
+  (movie_id, movie_title, movie_genres), rated or not; custom properties
+  num_movies (int), source, source_family (str).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ExecutionParameter
+
+from components.ingestion import executor
+
+
+class MovieLensExampleGenSpec(types.ComponentSpec):
+  """Parameters and outputs of MovieLensExampleGen."""
+
+  PARAMETERS = {
+      executor.SOURCE_KEY: ExecutionParameter(type=str, optional=True),
+      executor.DATA_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
+      executor.SPLIT_KEY: ExecutionParameter(type=str, optional=True),
+      executor.EVAL_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
+      executor.MAX_BAD_ROW_FRACTION_KEY: ExecutionParameter(type=float,
+                                                            optional=True),
+      # Not read by the executor: it is part of the cache key, so new data
+      # under the same path is ingested again instead of served from cache.
+      "source_fingerprint": ExecutionParameter(type=str, optional=True),
+  }
+  INPUTS = {}
+  OUTPUTS = {
+      executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+      executor.CATALOGUE_KEY: ChannelParameter(
+          type=standard_artifacts.Examples),
+  }
+
+
+def source_fingerprint(source: str, data_config: str = "") -> str:
+  """Sizes and modification times of the local files behind a source.
+
+  TFX caches a component by its parameters and inputs. A GroupLens folder
+  or a data config path stays the same when its files are replaced, so the
+  fingerprint of those files goes into the parameters. TFDS names and remote
+  URIs are versioned by their own names and return "".
+  """
+  paths = [p for p in (source, data_config) if p and os.path.exists(p)]
+  if data_config and os.path.isfile(data_config):
+    paths.append(os.path.dirname(os.path.abspath(data_config)))
+  entries = []
+  for path in paths:
+    if os.path.isfile(path):
+      files = [path]
+    else:
+      files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    for f in sorted(files):
+      st = os.stat(f)
+      entries.append(f"{os.path.abspath(f)}:{st.st_size}:{st.st_mtime_ns}")
+  if not entries:
+    return ""
+  return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+class MovieLensExampleGen(base_component.BaseComponent):
+  """Ingests MovieLens (TFDS or GroupLens files) or a user's own log.
+
+  Args:
+    source: "tfds:movielens/<config>" (100k-ratings, 1m-ratings, 20m-ratings,
+      25m-ratings, latest-small-ratings), or a path to a GroupLens folder or
+      .zip (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-latest[-small]), or ""
+      when data_config is given.
+    data_config: path to a YAML/JSON description of the user's own
+      interaction log (see components/ingestion/custom_source.py and
+      examples/data_config.example.yaml); "" for source.
+    split: "random" (stable hash of user and movie), "time" (global cut at the
+      1 - eval_fraction quantile of timestamps) or, for ml-100k folders and
+      zips, one of "u1".."u5", "ua", "ub" (train = .base, eval = .test).
+    eval_fraction: share of eval ratings for "random" and "time".
+    max_bad_row_fraction: rows that cannot be parsed fail the run at the first
+      one when 0; otherwise up to this fraction of them is skipped.
+  """
+
+  SPEC_CLASS = MovieLensExampleGenSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, source: str = "", data_config: str = "",
+               split: str = "random", eval_fraction: float = 0.2,
+               max_bad_row_fraction: float = 0.0,
+               examples: Optional[types.Channel] = None,
+               catalogue: Optional[types.Channel] = None):
+    spec = MovieLensExampleGenSpec(
+        source=source or "",
+        data_config=data_config or "",
+        split=split or "random",
+        eval_fraction=float(eval_fraction),
+        max_bad_row_fraction=float(max_bad_row_fraction),
+        source_fingerprint=source_fingerprint(source, data_config),
+        examples=examples or types.Channel(type=standard_artifacts.Examples),
+        catalogue=catalogue or types.Channel(type=standard_artifacts.Examples))
+    super().__init__(spec=spec)

@@ -1,0 +1,70 @@
+"""Executor of MovieLensExampleGen: runs `ingest.ingest` into the artifacts."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List
+
+from tfx import types
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+
+from components.ingestion import ingest
+
+EXAMPLES_KEY = "examples"
+CATALOGUE_KEY = "catalogue"
+SOURCE_KEY = "source"
+DATA_CONFIG_KEY = "data_config"
+SPLIT_KEY = "split"
+EVAL_FRACTION_KEY = "eval_fraction"
+MAX_BAD_ROW_FRACTION_KEY = "max_bad_row_fraction"
+
+
+def _mark_examples(artifact: types.Artifact, split_names: List[str]) -> None:
+  artifact.split_names = artifact_utils.encode_split_names(split_names)
+  examples_utils.set_payload_format(artifact,
+                                    example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+  # The default of examples_utils.get_file_format (GZIP TFRecords).
+  examples_utils.set_file_format(artifact, "tfrecords_gzip")
+
+
+class Executor(base_executor.BaseExecutor):
+  """Writes train/eval examples and the movie catalogue of one source."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
+    catalogue = artifact_utils.get_single_instance(output_dict[CATALOGUE_KEY])
+
+    def prop(key, default):
+      value = exec_properties.get(key)
+      return default if value is None else value
+
+    summary = ingest.ingest(
+        source=prop(SOURCE_KEY, ""),
+        data_config=prop(DATA_CONFIG_KEY, ""),
+        split=prop(SPLIT_KEY, "random"),
+        eval_fraction=float(prop(EVAL_FRACTION_KEY, 0.2)),
+        max_bad_row_fraction=float(prop(MAX_BAD_ROW_FRACTION_KEY, 0.0)),
+        examples_dir=examples.uri, catalogue_dir=catalogue.uri)
+
+    _mark_examples(examples, [ingest.TRAIN, ingest.EVAL])
+    examples.span = 0
+    for name, count in summary.num_examples.items():
+      examples.set_int_custom_property(f"num_examples_{name}", count)
+    examples.set_int_custom_property("num_bad_rows", summary.num_bad_rows)
+    examples.set_string_custom_property("source", summary.source)
+    examples.set_string_custom_property("source_family", summary.source_family)
+    examples.set_string_custom_property("split", summary.split)
+    examples.set_int_custom_property("implicit", int(summary.implicit))
+
+    _mark_examples(catalogue, [ingest.CATALOGUE])
+    catalogue.span = 0
+    catalogue.set_int_custom_property("num_movies", summary.num_movies)
+    catalogue.set_string_custom_property("source", summary.source)
+    catalogue.set_string_custom_property("source_family",
+                                         summary.source_family)
+    logging.info("MovieLensExampleGen: %s", summary)

@@ -1,0 +1,189 @@
+"""Reads a source, splits it and writes TFX-layout GZIP TFRecords of tf.Example.
+
+`ingest()` is the whole work of the MovieLensExampleGen executor, without
+TFX artifacts, so it can be used and tested on plain folders:
+
+* ``<examples_dir>/Split-train/data_tfrecord-00000-of-00001.gz`` and
+  ``Split-eval/...``: one tf.Example per rating (`features.to_tf_example`);
+* ``<catalogue_dir>/Split-catalogue/data_tfrecord-00000-of-00001.gz``: one
+  tf.Example per movie of the source (movie_id, movie_title, movie_genres).
+
+Splits:
+
+* ``random``: a rating goes to eval when a stable hash (MD5) of
+  ``user_id \\0 movie_id`` falls below eval_fraction: the same rating always
+  lands in the same split, whatever the row order, process or machine.
+* ``time``: a global cut at the (1 - eval_fraction) quantile of timestamps
+  (first pass over the data); train holds ratings with timestamp <= cut (the
+  past), eval the later ones.
+* ``u1``..``u5``, ``ua``, ``ub`` (ml-100k folders/zips only): train =
+  ``<fold>.base``, eval = ``<fold>.test``.
+
+Writing streams row by row (memory: the movie and user tables, plus the
+timestamps for the time split).
+"""
+from __future__ import annotations
+
+import array
+import dataclasses
+import hashlib
+import logging
+import os
+from typing import Dict, List, Optional
+
+from common import features
+from components.ingestion import sources
+from components.ingestion.sources import BadRowTracker, IngestionError
+
+TRAIN, EVAL, CATALOGUE = "train", "eval", "catalogue"
+SPLITS = ("random", "time") + sources.ML100K_FOLDS
+FILE_NAME = "data_tfrecord-00000-of-00001.gz"
+
+
+@dataclasses.dataclass
+class IngestionSummary:
+  """What ingest() wrote."""
+  source: str
+  source_family: str
+  split: str
+  num_examples: Dict[str, int]
+  num_movies: int
+  num_bad_rows: int
+  implicit: bool
+  problems: List[str]
+
+
+def split_file(base_dir: str, split_name: str) -> str:
+  """The TFRecord file of one split, in TFX's layout."""
+  return os.path.join(base_dir, f"Split-{split_name}", FILE_NAME)
+
+
+def is_eval_random(user_id: str, movie_id: str, eval_fraction: float) -> bool:
+  """Stable pseudo-random split of one (user, movie) pair."""
+  key = user_id.encode("utf-8") + b"\0" + movie_id.encode("utf-8")
+  digest = hashlib.md5(key).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0**64 < eval_fraction
+
+
+def time_cut(timestamps, eval_fraction: float) -> int:
+  """The timestamp at the (1 - eval_fraction) quantile (train: ts <= cut)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  values = np.frombuffer(timestamps, dtype=np.int64) if isinstance(
+      timestamps, array.array) else np.asarray(timestamps, dtype=np.int64)
+  if values.size == 0:
+    raise IngestionError("No ratings to split")
+  return int(np.quantile(values, 1.0 - eval_fraction, method="lower"))
+
+
+class _Writer:
+  """A GZIP TFRecord writer of tf.Examples for one split."""
+
+  def __init__(self, base_dir: str, split_name: str):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    path = split_file(base_dir, split_name)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    self._writer = tf.io.TFRecordWriter(path, options="GZIP")
+    self.count = 0
+
+  def write(self, row) -> None:
+    self._writer.write(features.to_tf_example(row).SerializeToString())
+    self.count += 1
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+def check_split(split: str, eval_fraction: float) -> None:
+  if split not in SPLITS:
+    raise IngestionError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+  if split in ("random", "time") and not 0.0 < eval_fraction < 1.0:
+    raise IngestionError(f"eval_fraction must be in (0, 1), got "
+                         f"{eval_fraction}")
+
+
+def ingest(source: str = "", data_config: str = "", split: str = "random",
+           eval_fraction: float = 0.2, max_bad_row_fraction: float = 0.0, *,
+           examples_dir: str, catalogue_dir: str,
+           tfds_data_dir: Optional[str] = None) -> IngestionSummary:
+  """Writes the train/eval examples and the catalogue; returns the counts."""
+  split = (split or "random").strip()
+  check_split(split, eval_fraction)
+  tracker = BadRowTracker(max_bad_row_fraction)
+  reader = sources.open_source(source, data_config, tracker, tfds_data_dir)
+  try:
+    if split in sources.ML100K_FOLDS and f"{split}.base" not in reader.parts:
+      raise IngestionError(
+          f"split {split!r} needs a GroupLens ml-100k folder or zip with "
+          f"{split}.base and {split}.test; {reader.name} is "
+          f"{reader.family!r} data. Use split 'random' or 'time'.")
+    logging.info("Ingesting %s (family %s), split %s", reader.name,
+                 reader.family, split)
+    reader.prepare()
+    writers = {TRAIN: _Writer(examples_dir, TRAIN),
+               EVAL: _Writer(examples_dir, EVAL)}
+    try:
+      _write_split(reader, split, eval_fraction, writers)
+    finally:
+      for writer in writers.values():
+        writer.close()
+    counts = {name: w.count for name, w in writers.items()}
+    tracker.check()
+    for name, count in counts.items():
+      if not count:
+        raise IngestionError(
+            f"The {name} split of {reader.name} is empty ({counts}); use more "
+            f"data or another split / eval_fraction")
+    catalogue = _Writer(catalogue_dir, CATALOGUE)
+    try:
+      for movie in reader.catalogue():
+        catalogue.write(movie)
+    finally:
+      catalogue.close()
+    logging.info("Wrote %d train and %d eval examples, %d catalogue movies "
+                 "(%d bad rows skipped)", counts[TRAIN], counts[EVAL],
+                 catalogue.count, tracker.bad)
+    return IngestionSummary(
+        source=reader.name, source_family=reader.family, split=split,
+        num_examples=counts, num_movies=catalogue.count,
+        num_bad_rows=tracker.bad, implicit=reader.implicit,
+        problems=list(tracker.problems))
+  finally:
+    reader.close()
+
+
+def _progress(writers) -> None:
+  total = sum(w.count for w in writers.values())
+  if total % sources.PROGRESS_EVERY == 0:
+    logging.info("... %d examples (%s)", total, ", ".join(
+        f"{n}: {w.count}" for n, w in writers.items()))
+
+
+def _write_split(reader: sources.Source, split: str, eval_fraction: float,
+                 writers) -> None:
+  if split in sources.ML100K_FOLDS:
+    for name, part in ((TRAIN, f"{split}.base"), (EVAL, f"{split}.test")):
+      for row in reader.ratings(part):
+        writers[name].write(row)
+        _progress(writers)
+    return
+  if split == "random":
+    for row in reader.ratings():
+      name = EVAL if is_eval_random(row["user_id"], row["movie_id"],
+                                    eval_fraction) else TRAIN
+      writers[name].write(row)
+      _progress(writers)
+    return
+  # time: a first pass collects the timestamps (bad rows count in pass two).
+  timestamps = array.array("q")
+  with reader.tracker.paused():
+    for row in reader.ratings():
+      if row.get("timestamp") is None:
+        raise IngestionError(f"split 'time' needs timestamps; {reader.name} "
+                             f"has none. Use split 'random'.")
+      timestamps.append(row["timestamp"])
+  cut = time_cut(timestamps, eval_fraction)
+  del timestamps
+  logging.info("Time split: train timestamp <= %d < eval", cut)
+  for row in reader.ratings():
+    writers[TRAIN if row["timestamp"] <= cut else EVAL].write(row)
+    _progress(writers)
