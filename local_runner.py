@@ -14,12 +14,14 @@ a summary table; everything else goes to the log file.
 import common  # noqa: F401  pylint: disable=unused-import  (first: sets TF_USE_LEGACY_KERAS)
 
 import argparse
+import contextlib
 import datetime
 import logging
 import os
 import shlex
 import sys
 import time
+import types
 from typing import List, Optional
 
 from pipeline import configs
@@ -63,35 +65,65 @@ def beam_args(extra: str) -> List[str]:
           if a.split("=", 1)[0] not in user_keys] + user
 
 
-class _ProgressHandler(logging.Handler):
-  """Turns LocalDagRunner's log lines into one console line per component."""
+class Progress:
+  """One console line per component start and end, with elapsed time."""
 
-  def __init__(self, stream=sys.stdout):
-    super().__init__(logging.INFO)
-    self.stream = stream
+  def __init__(self, stream=None):
+    self.stream = stream  # None: whatever sys.stdout is when a line is printed
     self.current = None
-    self.started = 0.0
-    self.cached = False
+    self.started_at = 0.0
     self.finished = []  # (node id, seconds, cached)
 
-  def emit(self, record):
-    msg = record.getMessage()
-    if msg.startswith("Component ") and msg.endswith(" is running."):
-      self.current = msg[len("Component "):-len(" is running.")]
-      self.started, self.cached = time.time(), False
-      self._print(f"▶ {self.current} ...")
-    elif msg.startswith("A cached execution") and self.current:
-      self.cached = True
-    elif msg.startswith("Component ") and msg.endswith(" is finished.") and self.current:
-      took = time.time() - self.started
-      self.finished.append((self.current, took, self.cached))
-      note = " (cached)" if self.cached else ""
-      self._print(f"✔ {self.current} done in {took:.1f}s{note}")
-      self.current = None
+  def start(self, node_id: str):
+    self.current, self.started_at = node_id, time.time()
+    self._print(f"▶ {node_id} ...")
+
+  def end(self, node_id: str, cached: bool):
+    took = time.time() - self.started_at
+    self.finished.append((node_id, took, cached))
+    self._print(f"✔ {node_id} done in {took:.1f}s" + (" (cached)" if cached else ""))
+    self.current = None
 
   def _print(self, line):
     stamp = datetime.datetime.now().strftime("%H:%M:%S")
-    print(f"[{stamp}] {line}", file=self.stream, flush=True)
+    print(f"[{stamp}] {line}", file=self.stream or sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def reporting_launcher(progress: Progress):
+  """Makes LocalDagRunner report each component's start and end to `progress`.
+
+  LocalDagRunner launches components one at a time through
+  tfx.orchestration.portable.launcher.Launcher; a subclass reports around
+  launch() and reads from MLMD whether the execution was served from cache.
+  (Its own "Component X is running" log lines are not reliable for this:
+  libraries loaded by components lower absl's log level mid-run.)
+  """
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local import local_dag_runner  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.portable import launcher as tfx_launcher  # pylint: disable=g-import-not-at-top
+
+  class ReportingLauncher(tfx_launcher.Launcher):
+
+    def launch(self):
+      node_id = self._pipeline_node.node_info.id
+      progress.start(node_id)
+      info = super().launch()
+      cached = False
+      if info is not None:
+        with self._mlmd_connection as m:
+          [execution] = m.store.get_executions_by_id([info.execution_id])
+          cached = (execution.last_known_state ==
+                    metadata_store_pb2.Execution.CACHED)
+      progress.end(node_id, cached)
+      return info
+
+  original = local_dag_runner.launcher
+  local_dag_runner.launcher = types.SimpleNamespace(Launcher=ReportingLauncher)
+  try:
+    yield
+  finally:
+    local_dag_runner.launcher = original
 
 
 def setup_logging(log_dir: str, verbose: bool):
@@ -108,8 +140,6 @@ def setup_logging(log_dir: str, verbose: bool):
   root.addHandler(file_handler)
   if verbose:
     root.addHandler(logging.StreamHandler(sys.stderr))
-  progress = _ProgressHandler()
-  root.addHandler(progress)
   logging.captureWarnings(True)
   # absl and TensorFlow install their own stderr handlers; route them here.
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
@@ -118,13 +148,14 @@ def setup_logging(log_dir: str, verbose: bool):
     lg = logging.getLogger(name)
     lg.handlers.clear()
     lg.propagate = True
-  return log_path, progress
+  return log_path
 
 
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   paths = configs.output_paths(args.output_dir)
-  log_path, progress = setup_logging(paths["log_dir"], args.verbose)
+  log_path = setup_logging(paths["log_dir"], args.verbose)
+  progress = Progress()
   beam = beam_args(args.beam_args)
   print(f"Pipeline {configs.PIPELINE_NAME}: data={args.data_config or args.data} "
         f"split={args.split} output={paths['output_dir']}")
@@ -148,7 +179,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = pipeline_lib.create_pipeline(
         pipeline_name=configs.PIPELINE_NAME,
         pipeline_root=paths["pipeline_root"],
-        data=args.data if not args.data_config else "",
+        data=("" if args.data_config else
+              os.path.abspath(args.data) if os.path.exists(args.data) else args.data),
         data_config=os.path.abspath(args.data_config) if args.data_config else "",
         split=args.split,
         eval_fraction=args.eval_fraction,
@@ -163,7 +195,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         beam_pipeline_args=beam,
         enable_cache=not args.force,
     )
-    LocalDagRunner().run(p)
+    with reporting_launcher(progress):
+      LocalDagRunner().run(p)
   except Exception as e:  # pylint: disable=broad-except
     logging.exception("Pipeline failed")
     where = f" in component {progress.current}" if progress.current else ""

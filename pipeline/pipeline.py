@@ -19,7 +19,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from tfx.components import ExampleValidator
-from tfx.components import ImportSchemaGen
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.components import SchemaGen
 from tfx.components import StatisticsGen
 from tfx.components import Transform

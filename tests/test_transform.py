@@ -63,7 +63,9 @@ def transformed():
   def fn(inputs):
     return preprocessing.preprocessing_fn(inputs, CONFIG)
 
-  with tft_beam.Context(temp_dir=os.path.join(tmp, "tmp")):
+  # use_deep_copy_optimization as TFX's Transform executor sets it.
+  with tft_beam.Context(temp_dir=os.path.join(tmp, "tmp"),
+                        use_deep_copy_optimization=True):
     (data, _), transform_fn = ((ROWS, metadata)
                                | tft_beam.AnalyzeAndTransformDataset(
                                    fn, output_record_batches=False))

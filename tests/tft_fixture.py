@@ -81,7 +81,8 @@ def build(tmp_dir: str, num_users: int = 60, num_movies: int = 120,
   out = {"tft_dir": tft_dir, "rows": split, "catalogue_rows": rows["catalogue"],
          "planted": data}
   with tft_beam.Context(temp_dir=os.path.join(tmp_dir, "tft_tmp"),
-                        force_tf_compat_v1=False):
+                        force_tf_compat_v1=False,
+                        use_deep_copy_optimization=True):  # as TFX sets it
     transform_fn = ([_encode(r) for r in split["train"]], metadata) | tft_beam.AnalyzeDataset(
         lambda inputs: preprocessing.preprocessing_fn(inputs, cfg))
     _ = transform_fn | tft_beam.WriteTransformFn(tft_dir)

@@ -127,17 +127,22 @@ def preprocessing_fn(inputs: Mapping[str, Any],
 
   if F.TIMESTAMP in inputs:
     ts = _dense(inputs[F.TIMESTAMP], 0)
+    # Every analyzer reads the raw input, so the whole preprocessing_fn is
+    # one analysis phase: one pass over the data.
     t_min, t_max = tft.min(ts), tft.max(ts)
-    # Seconds since the first training rating fit float32 exactly enough.
+    ts_float = tf.cast(ts, tf.float32)
+    mean, var = tft.mean(ts_float), tft.var(ts_float)
     # Times outside the training range (serving "now" is years later for
-    # MovieLens) are clipped to it, as the buckets are: the model never saw
-    # them, and an unclipped z-score of "now" would be in the hundreds.
+    # MovieLens) are clipped to it: the model never saw them, and an
+    # unclipped z-score of "now" would be in the hundreds.
+    clipped = tf.clip_by_value(ts, t_min, t_max)
     span = tf.maximum(tf.cast(t_max - t_min, tf.float32), 1.0)
-    rel = tf.clip_by_value(tf.cast(ts - t_min, tf.float32), 0.0, span)
     n = cfg["num_timestamp_buckets"]
-    bucket = tf.cast(tf.floor(rel / span * n), tf.int64)
+    bucket = tf.cast(tf.floor(tf.cast(clipped - t_min, tf.float32) / span * n),
+                     tf.int64)
     out[F.T_TIMESTAMP_BUCKET] = _with_domain(tf.clip_by_value(bucket, 0, n - 1), n)
-    out[F.T_TIMESTAMP] = tft.scale_to_z_score(rel)
+    out[F.T_TIMESTAMP] = ((tf.cast(clipped, tf.float32) - mean)
+                          / tf.maximum(tf.sqrt(var), 1.0))
 
   if F.USER_RATING in inputs:
     out[F.T_LABEL] = _dense(inputs[F.USER_RATING], 0.0)

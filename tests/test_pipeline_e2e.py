@@ -1,0 +1,72 @@
+"""End-to-end runs of the local pipeline on generated data (slow)."""
+import glob
+import logging
+import os
+
+import pytest
+
+import local_runner
+from tests import synthetic_data
+
+
+@pytest.fixture
+def restore_logging():
+  saved = {name: (list(lg.handlers), lg.level, lg.propagate)
+           for name, lg in ((n, logging.getLogger(n)) for n in
+                            ("", "absl", "tensorflow", "apache_beam"))}
+  yield
+  for name, (handlers, level, propagate) in saved.items():
+    lg = logging.getLogger(name)
+    lg.handlers[:] = handlers
+    lg.setLevel(level)
+    lg.propagate = propagate
+
+
+def _run(*args):
+  return local_runner.main(list(args))
+
+
+@pytest.mark.slow
+def test_ingest_validate_transform_then_cache(tmp_path, restore_logging, capsys):
+  data = str(tmp_path / "ml-100k")
+  synthetic_data.write_ml100k(data)
+  out = str(tmp_path / "out")
+  assert _run("--data", data, "--output-dir", out,
+              "--no-retrieval", "--no-ranking") == 0
+  first = capsys.readouterr().out
+  assert "▶ MovieLensExampleGen" in first and "✔ Transform done" in first
+  assert os.path.exists(os.path.join(out, "metadata.db"))
+  assert glob.glob(os.path.join(out, "logs", "run-*.log"))
+  vocab = glob.glob(os.path.join(out, "tfx", "Transform", "transform_graph", "*",
+                                 "transform_fn", "assets", "movie_id"))
+  assert vocab, "Transform wrote no movie_id vocabulary"
+  train = glob.glob(os.path.join(out, "tfx", "Transform", "transformed_examples",
+                                 "*", "Split-train", "*"))
+  assert train
+  # Summary read back from MLMD: 60 users x 25 ratings.
+  assert "Validation: passed" in first
+  print(first)
+
+  # An unchanged re-run is served from the cache.
+  assert _run("--data", data, "--output-dir", out,
+              "--no-retrieval", "--no-ranking") == 0
+  second = capsys.readouterr().out
+  assert "✔ Transform done" in second and "(cached)" in second
+  assert "✔ Transform done" in second and "Transform done in" in second
+
+
+@pytest.mark.slow
+def test_anomalous_data_stops_at_the_gate(tmp_path, restore_logging, capsys):
+  data = str(tmp_path / "ml-100k")
+  synthetic_data.write_ml100k(data)
+  with open(os.path.join(data, "u.data"), "a") as f:
+    f.write("1\t5\t7\t880000000\n")  # a rating of 7: parseable, but invalid
+  out = str(tmp_path / "out")
+  assert _run("--data", data, "--output-dir", out,
+              "--no-retrieval", "--no-ranking") == 1
+  captured = capsys.readouterr()
+  assert "ValidationGate" in captured.err
+  assert "user_rating" in captured.err
+  assert "Full log:" in captured.err
+  assert "▶ Transform" not in captured.out
+  assert not glob.glob(os.path.join(out, "tfx", "Transform", "*"))
