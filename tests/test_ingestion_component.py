@@ -95,7 +95,8 @@ def test_component_definition():
                                   split="time", max_bad_row_fraction=0)
   assert component.exec_properties == {
       "source": "tfds:movielens/100k-ratings", "data_config": "",
-      "split": "time", "eval_fraction": 0.2, "max_bad_row_fraction": 0.0}
+      "split": "time", "eval_fraction": 0.2, "max_bad_row_fraction": 0.0,
+      "source_fingerprint": ""}  # TFDS names are versioned by themselves
   assert set(component.outputs) == {"examples", "catalogue"}
   for channel in component.outputs.values():
     assert channel.type == standard_artifacts.Examples
@@ -213,3 +214,15 @@ def test_executor_records_bad_rows(ml100k_dir, tmp_path):
   assert examples.get_int_custom_property("num_bad_rows") == 1
   assert examples.get_int_custom_property("num_examples_train") + (
       examples.get_int_custom_property("num_examples_eval")) == 1499
+
+
+def test_source_fingerprint_changes_with_the_files(ml100k_dir):
+  """New data under the same path must not be served from the TFX cache."""
+  from components.ingestion import MovieLensExampleGen
+  from components.ingestion.component import source_fingerprint
+  before = MovieLensExampleGen(source=ml100k_dir).exec_properties["source_fingerprint"]
+  assert before and before == source_fingerprint(ml100k_dir)
+  with open(os.path.join(ml100k_dir, "u.data"), "a") as f:
+    f.write("1\t2\t3\t880000000\n")
+  after = MovieLensExampleGen(source=ml100k_dir).exec_properties["source_fingerprint"]
+  assert after != before
