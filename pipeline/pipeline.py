@@ -15,6 +15,7 @@ blessed model. No ML code lives here: only wiring.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, List, Optional
 
@@ -26,6 +27,7 @@ from tfx.components import Transform
 from tfx.orchestration import pipeline as tfx_pipeline
 
 from components.ingestion import MovieLensExampleGen
+from components.ingestion import custom_source
 from components.ingestion import detect_source_family
 from components.validation_gate import ValidationGate
 from pipeline import configs
@@ -73,7 +75,8 @@ def create_pipeline(
   #    gate that stops the run on anomalies.
   statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
   components.append(statistics_gen)
-  schema_file = schemas.schema_path(detect_source_family(data, data_config))
+  family = detect_source_family(data, data_config)
+  schema_file = schemas.schema_path(family)
   if schema_file:
     schema_gen = ImportSchemaGen(schema_file=schema_file)
   else:
@@ -103,12 +106,20 @@ def create_pipeline(
         example_gen=example_gen, transform=transform, schema_gen=schema_gen,
         serving_dir=os.path.join(serving_dir, "retrieval"),
         custom_config=dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {})))
+  if enable_ranking and data_config and custom_source.load_config(
+      data_config).get("implicit", False):
+    # Implicit feedback has no rating to predict: retrieval only.
+    logging.warning("The data config says implicit: true, so the ranking "
+                    "branch (rating prediction) is switched off.")
+    enable_ranking = False
   if enable_ranking:
     from pipeline import ranking_branch  # pylint: disable=g-import-not-at-top
     components += ranking_branch.create(
         example_gen=example_gen, transform=transform, schema_gen=schema_gen,
         serving_dir=os.path.join(serving_dir, "ranking"),
-        custom_config=dict(configs.RANKING_CONFIG, **(ranking_config or {})))
+        custom_config=dict(configs.RANKING_CONFIG, **(ranking_config or {})),
+        present_features=([f.name for f in schemas.load_schema(family).feature]
+                          if schema_file else None))
 
   return tfx_pipeline.Pipeline(
       pipeline_name=pipeline_name,

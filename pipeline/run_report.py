@@ -36,21 +36,22 @@ def latest_run_outputs(metadata_path: str, pipeline_name: str
   config.sqlite.filename_uri = metadata_path
   config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
   store = metadata_store.MetadataStore(config)
-  runs = [c for c in store.get_contexts_by_type("pipeline_run")
-          if c.name.startswith(pipeline_name) or True]
   pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
-  if pipeline_ctx is None or not runs:
+  if pipeline_ctx is None:
     return {}
-  in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
-  runs = [c for c in runs if not in_pipeline or c.id in in_pipeline] or runs
-  run = max(runs, key=lambda c: c.create_time_since_epoch)
+  in_pipeline = {e.id for e in store.get_executions_by_context(pipeline_ctx.id)}
+  runs = [c for c in store.get_contexts_by_type("pipeline_run")
+          if any(e.id in in_pipeline
+                 for e in store.get_executions_by_context(c.id))]
+  if not runs:
+    return {}
+  run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
   executions = store.get_executions_by_context(run.id)
-  node_types = {"node"}
+  node_type_id = store.get_context_type("node").id
   out: Dict[str, Dict[str, list]] = {}
   for execution in executions:
     node = next((c for c in store.get_contexts_by_execution(execution.id)
-                 if c.type in node_types or
-                 store.get_context_types_by_id([c.type_id])[0].name == "node"), None)
+                 if c.type_id == node_type_id), None)
     if node is None:
       continue
     node_id = node.name.split(".", 1)[-1]
@@ -80,6 +81,51 @@ def _fmt(x):
   return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+RETRIEVAL_KEYS = ["hit@10", "hit@50", "hit@100", "hit@10_excl_seen",
+                  "hit@50_excl_seen", "hit@100_excl_seen", "recall@100_excl_seen"]
+
+
+def _retrieval_metrics(uri: str) -> str:
+  """Model vs most-popular (vs last blessed model) from metrics.json."""
+  with open(os.path.join(uri, "metrics.json")) as f:
+    m = json.load(f)
+  columns = [("model", m.get("model")), ("most-popular", m.get("popularity")),
+             ("last blessed", m.get("baseline_model"))]
+  columns = [(name, sec["all"]) for name, sec in columns if sec]
+  rows = [["all eval users"] + [name for name, _ in columns]]
+  for key in RETRIEVAL_KEYS:
+    rows.append([key] + [_fmt(sec.get(key, "")) for _, sec in columns])
+  return _table(rows)
+
+
+def _ranking_metrics(uri: str) -> str:
+  """Overall TFMA metrics of the candidate (and baseline) ranking model."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  overall = {}
+  # With no baseline (first run) TFX evaluates a single, unnamed model.
+  for label, model_name in (("model", None), ("model", "candidate"),
+                            ("last blessed", "baseline")):
+    if label in overall:
+      continue
+    try:
+      result = tfma.load_eval_result(uri, model_name=model_name)
+    except Exception:  # pylint: disable=broad-except
+      continue
+    for slice_key, metrics in result.slicing_metrics:
+      if slice_key == ():
+        values = metrics.get("", {}).get("", {})
+        if values:
+          overall[label] = {k: v.get("doubleValue") for k, v in values.items()}
+  if not overall:
+    return "(no TFMA metrics)"
+  names = list(overall)
+  keys = ["root_mean_squared_error", "mean_absolute_error", "example_count"]
+  rows = [["eval split"] + names]
+  for key in keys:
+    rows.append([key] + [_fmt(overall[n].get(key)) for n in names])
+  return _table(rows)
+
+
 def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
   """A human-readable summary of the newest run."""
   outs = latest_run_outputs(metadata_path, pipeline_name)
@@ -103,7 +149,8 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
   parts.append("Validation: " + ("passed, no anomalies" if gate else
                                  "not run"))
 
-  for stage in ("Retrieval", "Ranking"):
+  for stage, metrics_fn in (("Retrieval", _retrieval_metrics),
+                            ("Ranking", _ranking_metrics)):
     evaluation = next((v for k, v in outs.items()
                        if k.startswith(stage) and "Evaluator" in k), None)
     pusher = next((v for k, v in outs.items()
@@ -111,21 +158,16 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
     if evaluation is None:
       continue
     lines = [f"{stage}:"]
-    metrics_path = None
     if evaluation.get("evaluation"):
-      metrics_path = os.path.join(evaluation["evaluation"][0].uri, "metrics.json")
-    if metrics_path and os.path.exists(metrics_path):
-      with open(metrics_path) as f:
-        summary = json.load(f).get("summary", {})
-      if summary:
-        keys = sorted({k for v in summary.values() for k in v})
-        rows = [["metric"] + list(summary)]
-        for key in keys:
-          rows.append([key] + [_fmt(summary[m].get(key, "")) for m in summary])
-        lines.append(_table(rows))
+      try:
+        lines.append(metrics_fn(evaluation["evaluation"][0].uri))
+      except Exception as e:  # pylint: disable=broad-except
+        lines.append(f"(metrics unreadable: {e})")
     if evaluation.get("blessing"):
-      blessed = _prop(evaluation["blessing"][0], "blessed", 0) == 1
-      lines.append(f"blessed: {'yes' if blessed else 'no'}")
+      blessing = evaluation["blessing"][0]
+      blessed = _prop(blessing, "blessed", 0) == 1
+      why = _prop(blessing, "blessing_message", "")
+      lines.append(f"blessed: {'yes' if blessed else 'no'}" + (f" ({why})" if why else ""))
     if pusher and pusher.get("pushed_model"):
       pm = pusher["pushed_model"][0]
       if _prop(pm, "pushed", 0) == 1:

@@ -1,0 +1,52 @@
+"""Ranking branch: Trainer → Evaluator (TFMA) → Pusher.
+
+The stock TFX Evaluator runs TFMA on the raw eval split through the model's
+serving signature (pipeline/ranking_eval.py): RMSE/MAE sliced by user
+features, an absolute RMSE bound and a change threshold against the latest
+blessed *ranking* model (resolver filtered by producer). The Pusher only
+pushes a blessed model.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from tfx.components import Evaluator
+from tfx.components import Pusher
+from tfx.components import Trainer
+from tfx.proto import pusher_pb2
+
+from components.retrieval_evaluator import latest_blessed_model_resolver
+from pipeline import configs
+from pipeline import ranking_eval
+
+TRAINER_ID = "RankingTrainer"
+EVALUATOR_ID = "RankingEvaluator"
+PUSHER_ID = "RankingPusher"
+RESOLVER_ID = "LatestBlessedRankingModel"
+
+
+def create(example_gen, transform, schema_gen, serving_dir: str,
+           custom_config: Dict[str, Any], present_features=None) -> List[Any]:
+  del schema_gen
+  trainer = Trainer(
+      run_fn=configs.RANKING_RUN_FN,
+      examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      custom_config=custom_config).with_id(TRAINER_ID)
+  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
+  evaluator = Evaluator(
+      examples=example_gen.outputs["examples"],
+      example_splits=["eval"],
+      model=trainer.outputs["model"],
+      baseline_model=baseline.outputs["model"],
+      eval_config=ranking_eval.ranking_eval_config(
+          rmse_upper_bound=configs.RANKING_RMSE_UPPER_BOUND,
+          max_rmse_increase=configs.RANKING_MAX_RMSE_INCREASE,
+          present_features=present_features)).with_id(EVALUATOR_ID)
+  pusher = Pusher(
+      model=trainer.outputs["model"],
+      model_blessing=evaluator.outputs["blessing"],
+      push_destination=pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(
+              base_directory=serving_dir))).with_id(PUSHER_ID)
+  return [trainer, baseline, evaluator, pusher]

@@ -1,0 +1,49 @@
+"""Retrieval branch: two-tower Trainer → RetrievalEvaluator → Pusher.
+
+The Trainer is the stock Trainer plus a `catalogue` input (every movie, so
+the exported BruteForce index covers the whole catalogue). The evaluator's
+baseline is the latest blessed *retrieval* model (resolver filtered by
+producer), and the Pusher only pushes a blessed model.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from tfx.components import Pusher
+from tfx.proto import pusher_pb2
+
+from components.catalogue_trainer import CatalogueTrainer
+from components.retrieval_evaluator import RetrievalEvaluator
+from components.retrieval_evaluator import latest_blessed_model_resolver
+from pipeline import configs
+
+TRAINER_ID = "RetrievalTrainer"
+EVALUATOR_ID = "RetrievalEvaluator"
+PUSHER_ID = "RetrievalPusher"
+RESOLVER_ID = "LatestBlessedRetrievalModel"
+
+
+def create(example_gen, transform, schema_gen, serving_dir: str,
+           custom_config: Dict[str, Any]) -> List[Any]:
+  del schema_gen  # the Transform output carries the schemas the trainer needs
+  trainer = CatalogueTrainer(
+      run_fn=configs.RETRIEVAL_RUN_FN,
+      examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      catalogue=example_gen.outputs["catalogue"],
+      custom_config=custom_config).with_id(TRAINER_ID)
+  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
+  evaluator = RetrievalEvaluator(
+      model=trainer.outputs["model"],
+      examples=example_gen.outputs["examples"],
+      catalogue=example_gen.outputs["catalogue"],
+      baseline_model=baseline.outputs["model"],
+      margin_over_popularity=configs.RETRIEVAL_MARGIN_OVER_POPULARITY,
+      baseline_tolerance=configs.RETRIEVAL_BASELINE_TOLERANCE).with_id(EVALUATOR_ID)
+  pusher = Pusher(
+      model=trainer.outputs["model"],
+      model_blessing=evaluator.outputs["blessing"],
+      push_destination=pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(
+              base_directory=serving_dir))).with_id(PUSHER_ID)
+  return [trainer, baseline, evaluator, pusher]
