@@ -25,7 +25,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
-from tfx.types.artifact import Artifact, Property, PropertyType
+from tfx.types.artifact import Artifact
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 from tfx.utils import json_utils
@@ -59,12 +59,11 @@ class DataValidationError(RuntimeError):
 
 class DataValidationResult(Artifact):
   """The gate's verdict: `passed` (1) and `split_names` (the splits checked)."""
-  TYPE_NAME = "DataValidationResult"
-  PROPERTIES = {
-      "passed": Property(type=PropertyType.INT),
-      "split_names": Property(type=PropertyType.STRING),
-      "span": Property(type=PropertyType.INT),
-  }
+  # "<namespace>.<Name>": KFP v2 needs custom artifact types as schema titles.
+  TYPE_NAME = "movielens.DataValidationResult"
+  # Custom properties only (passed, split_names, span): KFP v2 accepts no
+  # declared properties on custom artifact types.
+  PROPERTIES = {}
 
 
 class ValidationGateSpec(ComponentSpec):
@@ -166,10 +165,11 @@ class Executor(base_executor.BaseExecutor):
       raise error
 
     result = artifact_utils.get_single_instance(output_dict[RESULT_KEY])
-    result.passed = 1
-    result.split_names = artifact_utils.encode_split_names(splits)
+    result.set_int_custom_property("passed", 1)
+    result.set_string_custom_property(
+        "split_names", artifact_utils.encode_split_names(splits))
     if anomalies_artifact.has_property("span"):
-      result.span = anomalies_artifact.span
+      result.set_int_custom_property("span", anomalies_artifact.span)
     io_utils.write_string_file(
         os.path.join(result.uri, RESULT_FILE_NAME),
         json.dumps({"passed": True, "splits_checked": splits,

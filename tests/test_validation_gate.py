@@ -228,8 +228,9 @@ def test_gate_passes_clean_data(tmp_path, rows_100k):
   assert anomalies.get_json_value_custom_property("blessed") == {
       "train": 1, "eval": 1}
   result = _run_gate(tmp_path, anomalies)
-  assert result.passed == 1
-  assert artifact_utils.decode_split_names(result.split_names) == [
+  assert result.get_int_custom_property("passed") == 1
+  assert artifact_utils.decode_split_names(
+      result.get_string_custom_property("split_names")) == [
       "train", "eval"]
   with open(os.path.join(result.uri, vg.RESULT_FILE_NAME)) as f:
     written = json.load(f)
@@ -259,7 +260,7 @@ def test_gate_stops_bad_data(tmp_path, rows_100k, feature, value, expected):
   assert not os.path.exists(
       os.path.join(str(tmp_path / "gate_result"), vg.RESULT_FILE_NAME))
   # Checking only the clean split passes; the default checks every split.
-  assert _run_gate(tmp_path, anomalies, ["train"]).passed == 1
+  assert _run_gate(tmp_path, anomalies, ["train"]).get_int_custom_property("passed") == 1
 
 
 def test_gate_lists_every_split_and_feature(tmp_path, rows_100k):
@@ -316,7 +317,7 @@ def test_gate_fails_without_evidence(tmp_path):
   assert "not blessed" in failures["unblessed"][0]
   with pytest.raises(vg.DataValidationError, match="not validated"):
     _run_gate(tmp_path, a, ["train", "test"])
-  assert _run_gate(tmp_path, a, ["train"]).passed == 1
+  assert _run_gate(tmp_path, a, ["train"]).get_int_custom_property("passed") == 1
 
 
 def test_component_wiring():
@@ -385,8 +386,8 @@ def test_gate_in_a_pipeline_run(tmp_path, rows_100k):
   assert error is None
   assert ran_after
   assert len(results) == 1
-  assert results[0].properties["passed"].int_value == 1
-  assert json.loads(results[0].properties["split_names"].string_value) == [
+  assert results[0].custom_properties["passed"].int_value == 1
+  assert json.loads(results[0].custom_properties["split_names"].string_value) == [
       "train", "eval"]
 
   bad = [dict(r) for r in rows_100k]
