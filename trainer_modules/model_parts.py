@@ -177,3 +177,21 @@ class RawRequestParser(tf.Module):
 
   def __call__(self, serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
     return self.tft_layer(self.parse(serialized))
+
+
+class LogEpochs(keras.callbacks.Callback):
+  """Logs each epoch's metrics through `logging` instead of printing them.
+
+  The local runner shows one line per component on the console and keeps
+  everything else in the run's log file; Keras's own progress output
+  (verbose=1/2) would print straight to the console.
+  """
+
+  def __init__(self, name: str):
+    super().__init__()
+    self._name = name
+
+  def on_epoch_end(self, epoch, logs=None):
+    import logging  # pylint: disable=g-import-not-at-top
+    metrics = ", ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
+    logging.info("%s epoch %d: %s", self._name, epoch + 1, metrics)

@@ -334,13 +334,13 @@ def run_fn(fn_args) -> None:
   if fn_args.train_steps:
     epochs = max(1, math.ceil(fn_args.train_steps / steps_per_epoch))
     steps_per_epoch = max(1, math.ceil(fn_args.train_steps / epochs))
-  callbacks = []
+  callbacks = [model_parts.LogEpochs("retrieval")]
   if fn_args.model_run_dir:
     callbacks.append(keras.callbacks.TensorBoard(
         log_dir=fn_args.model_run_dir, update_freq="epoch", profile_batch=0))
   history = model.fit(train_dataset(train_files, tft_output, cfg, stats),
                       epochs=epochs, steps_per_epoch=steps_per_epoch,
-                      callbacks=callbacks, verbose=int(cfg.get("verbose", 2)))
+                      callbacks=callbacks, verbose=int(cfg.get("verbose", 0)))
   train_seconds = time.time() - t0
 
   export_model(fn_args.serving_model_dir, tft_output, model, cfg, stats,

@@ -1,0 +1,288 @@
+"""Ranking stage: run_fn on a real Transform output, its export, TFMA blessing.
+
+Uses the session fixture `tiny_transformed` (planted data: every user rates
+movies of a favourite genre 4-5 and the others 1-2).
+"""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.components.pusher import executor as pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+from tfx.utils import proto_utils
+
+from common import features as F
+from pipeline import ranking_eval
+from trainer_modules import ranking
+
+# Small data (1.2k training ratings): small batches, a few epochs.
+TEST_CONFIG = {"epochs": 10, "batch_size": 32, "learning_rate": 0.003,
+               "seed": 1}
+
+
+def _model_artifact(uri: str):
+  model = standard_artifacts.Model()
+  model.uri = uri
+  return model
+
+
+def _serving_dir(model_uri: str) -> str:
+  """Where the stock Evaluator/Pusher look for the model of this artifact."""
+  model = _model_artifact(model_uri)
+  return path_utils.serving_model_path(model.uri,
+                                       path_utils.is_old_model_artifact(model))
+
+
+def _fn_args(data, model_uri, run_dir, **kwargs):
+  return tfx.components.FnArgs(
+      train_files=[data["train_pattern"]], eval_files=[data["eval_pattern"]],
+      transform_output=data["tft_dir"], serving_model_dir=_serving_dir(model_uri),
+      model_run_dir=run_dir, train_steps=kwargs.pop("train_steps", None),
+      eval_steps=None, custom_config=kwargs.pop("custom_config", TEST_CONFIG))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_transformed, tmp_path_factory):
+  """run_fn trained on the planted data: the Model artifact's uri."""
+  root = tmp_path_factory.mktemp("ranking")
+  model_uri = str(root / "model")
+  ranking.run_fn(_fn_args(tiny_transformed, model_uri, str(root / "model_run")))
+  return {"model_uri": model_uri, "root": root}
+
+
+@pytest.fixture(scope="module")
+def bad_model(tiny_transformed, tmp_path_factory):
+  """An untrained model whose every prediction is the lowest rating."""
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("bad_ranking")
+  model_uri = str(root / "model")
+  tft_output = tft.TFTransformOutput(tiny_transformed["tft_dir"])
+  model = ranking.RankingModel(tft_output, TEST_CONFIG, global_mean=1.0)
+  ranking.export(model, tft_output, _serving_dir(model_uri), 1.0, 5.0)
+  return model_uri
+
+
+_LOADED = {}
+
+
+def _load(model_uri):
+  if model_uri not in _LOADED:
+    _LOADED[model_uri] = tf.saved_model.load(_serving_dir(model_uri))
+  return _LOADED[model_uri]
+
+
+def _serve(model_uri, rows):
+  fn = _load(model_uri).signatures["serving_default"]
+  examples = [F.to_tf_example(r).SerializeToString() for r in rows]
+  return fn(examples=tf.constant(examples))["predictions"].numpy()
+
+
+def _without_label(row):
+  return {k: v for k, v in row.items() if k != F.USER_RATING}
+
+
+def test_export_layout_and_signatures(trained):
+  serving_dir = _serving_dir(trained["model_uri"])
+  assert os.path.exists(os.path.join(serving_dir, "saved_model.pb"))
+  # The Transform graph's vocabularies travel with the model.
+  assets = os.listdir(os.path.join(serving_dir, "assets"))
+  assert any(F.VOCAB_USER_ID in a for a in assets), assets
+  loaded = _load(trained["model_uri"])
+  serving = loaded.signatures["serving_default"]
+  spec = serving.structured_input_signature[1]
+  assert list(spec) == ["examples"] and spec["examples"].dtype == tf.string
+  assert serving.structured_outputs["predictions"].dtype == tf.float32
+  assert "transform_features" in loaded.signatures
+  # TensorBoard logs.
+  assert os.listdir(trained["root"] / "model_run")
+
+
+def test_serving_full_rows(trained, tiny_transformed):
+  rows = [_without_label(r) for r in tiny_transformed["rows"]["eval"]]
+  pred = _serve(trained["model_uri"], rows)
+  assert pred.shape == (len(rows),) and pred.dtype == np.float32
+  assert np.all(np.isfinite(pred))
+  assert pred.min() >= 1.0 and pred.max() <= 5.0  # clipped to the training range
+
+
+def test_serving_ids_only_and_unknown_ids(trained, tiny_transformed):
+  row = tiny_transformed["rows"]["eval"][0]
+  rows = [{F.USER_ID: row[F.USER_ID], F.MOVIE_ID: row[F.MOVIE_ID]},
+          {F.USER_ID: "no-such-user", F.MOVIE_ID: row[F.MOVIE_ID]},
+          {F.USER_ID: row[F.USER_ID], F.MOVIE_ID: "no-such-movie"},
+          {F.USER_ID: "no-such-user", F.MOVIE_ID: "no-such-movie"}]
+  pred = _serve(trained["model_uri"], rows)
+  assert pred.shape == (4,) and np.all(np.isfinite(pred))
+  out = _load(trained["model_uri"]).signatures["transform_features"](examples=tf.constant(
+      [F.to_tf_example(r).SerializeToString() for r in rows]))
+  assert out[F.T_USER_ID].shape == (4,)
+  # An unknown user gets the OOV row, the last of the table.
+  assert out[F.T_USER_ID].numpy()[1] == out[F.T_USER_ID].numpy().max()
+
+
+def test_quality_on_planted_data(trained, tiny_transformed):
+  rows = tiny_transformed["rows"]["eval"]
+  y = np.array([r[F.USER_RATING] for r in rows])
+  pred = _serve(trained["model_uri"], [_without_label(r) for r in rows])
+  train_mean = np.mean([r[F.USER_RATING] for r in tiny_transformed["rows"]["train"]])
+  rmse = math.sqrt(np.mean((pred - y) ** 2))
+  rmse_mean = math.sqrt(np.mean((train_mean - y) ** 2))
+  assert rmse < 0.7 * rmse_mean, (rmse, rmse_mean)
+
+  planted = tiny_transformed["planted"]
+  liked = np.array([planted["movie_genre"][int(r[F.MOVIE_ID]) - 1] ==
+                    planted["user_genre"][int(r[F.USER_ID]) - 1] for r in rows])
+  assert liked.any() and (~liked).any()
+  assert pred[liked].mean() > pred[~liked].mean() + 1.0, (
+      pred[liked].mean(), pred[~liked].mean())
+
+
+def test_implicit_feedback_data_is_refused(tiny_transformed, monkeypatch, tmp_path):
+  real = ranking.tft.TFTransformOutput
+
+  class NoLabel(real):
+    def transformed_feature_spec(self):
+      spec = dict(super().transformed_feature_spec())
+      spec.pop(F.T_LABEL)
+      return spec
+
+  monkeypatch.setattr(ranking.tft, "TFTransformOutput", NoLabel)
+  with pytest.raises(ValueError, match="ranking branch off"):
+    ranking.run_fn(_fn_args(tiny_transformed, str(tmp_path / "m"), str(tmp_path / "r")))
+
+
+def test_config_validation():
+  assert ranking.resolve_config({"ranking": {"epochs": 3}, "other": 1})["epochs"] == 3
+  with pytest.raises(ValueError):
+    ranking.resolve_config({"architecture": "transformer"})
+
+
+def test_dense_architecture_with_train_steps(tiny_transformed, tmp_path):
+  """The tutorial's dense stack; a step budget instead of epochs."""
+  cfg = dict(TEST_CONFIG, architecture="dense", layer_sizes=[64, 16], use_bias=False)
+  model_uri = str(tmp_path / "model")
+  ranking.run_fn(_fn_args(tiny_transformed, model_uri, str(tmp_path / "run"),
+                          custom_config=cfg, train_steps=5))
+  pred = _serve(model_uri, [_without_label(r) for r in tiny_transformed["rows"]["eval"][:7]])
+  assert pred.shape == (7,) and np.all(np.isfinite(pred))
+
+
+# ---------------------------------------------------------------------------
+# TFMA through the stock TFX Evaluator and Pusher executors.
+def _examples_artifact(tiny_transformed):
+  examples = standard_artifacts.Examples()
+  # .../raw/Split-eval/data.gz → the artifact uri is .../raw
+  examples.uri = os.path.dirname(os.path.dirname(tiny_transformed["raw_eval_pattern"]))
+  examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
+  return examples
+
+
+def _evaluate(tmp_path, tiny_transformed, model_uri, eval_config, baseline_uri=None):
+  evaluation = standard_artifacts.ModelEvaluation()
+  evaluation.uri = str(tmp_path / "evaluation")
+  blessing = standard_artifacts.ModelBlessing()
+  blessing.uri = str(tmp_path / "blessing")
+  os.makedirs(blessing.uri, exist_ok=True)
+  model = _model_artifact(model_uri)
+  model.id = 1
+  input_dict = {"examples": [_examples_artifact(tiny_transformed)], "model": [model]}
+  if baseline_uri:
+    baseline = _model_artifact(baseline_uri)
+    baseline.id = 2
+    input_dict["baseline_model"] = [baseline]
+  evaluator_executor.Executor().Do(
+      input_dict, {"evaluation": [evaluation], "blessing": [blessing]},
+      {"eval_config": proto_utils.proto_to_json(eval_config),
+       "example_splits": json.dumps(["eval"])})
+  return model, evaluation, blessing
+
+
+def _push(tmp_path, model, blessing):
+  pushed = standard_artifacts.PushedModel()
+  pushed.uri = str(tmp_path / "pushed_model")
+  destination = tmp_path / "serving"
+  destination.mkdir()
+  pusher_executor.Executor().Do(
+      {"model": [model], "model_blessing": [blessing]}, {"pushed_model": [pushed]},
+      {"push_destination": proto_utils.proto_to_json(pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(
+              base_directory=str(destination))))})
+  return pushed, destination
+
+
+def _overall_rmse(evaluation):
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  # With no baseline the Evaluator drops the baseline spec; one model is unnamed.
+  result = tfma.load_eval_result(evaluation.uri)
+  for slice_key, metrics in result.slicing_metrics:
+    if not slice_key:
+      values = metrics[""][""]
+      return values[ranking_eval.RMSE_METRIC]["doubleValue"], result
+  raise AssertionError("no overall slice")
+
+
+def test_evaluator_blesses_trained_model_and_pusher_pushes(
+    trained, tiny_transformed, tmp_path):
+  config = ranking_eval.ranking_eval_config(rmse_upper_bound=1.0)
+  model, evaluation, blessing = _evaluate(tmp_path, tiny_transformed,
+                                          trained["model_uri"], config)
+  rmse, result = _overall_rmse(evaluation)
+  assert rmse < 1.0
+  # Sliced by every slice feature of the data.
+  sliced = {k[0][0] for k, _ in result.slicing_metrics if k}
+  assert sliced == set(ranking_eval.DEFAULT_SLICES), sliced
+  assert os.path.exists(os.path.join(blessing.uri, "BLESSED"))
+  assert blessing.get_int_custom_property("blessed") == 1
+
+  pushed, destination = _push(tmp_path, model, blessing)
+  assert pushed.get_int_custom_property("pushed") == 1
+  versions = os.listdir(destination)
+  assert len(versions) == 1 and versions[0].isdigit()
+  assert os.path.exists(destination / versions[0] / "saved_model.pb")
+
+
+def test_evaluator_rejects_worse_model_and_pusher_skips_it(
+    trained, bad_model, tiny_transformed, tmp_path):
+  """A bad retraining fails the absolute bound and the change vs the baseline."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  config = ranking_eval.ranking_eval_config(rmse_upper_bound=1.0,
+                                            max_rmse_increase=0.01)
+  model, evaluation, blessing = _evaluate(tmp_path, tiny_transformed, bad_model,
+                                          config, baseline_uri=trained["model_uri"])
+  assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
+  assert blessing.get_int_custom_property("blessed") == 0
+  validation = tfma.load_validation_result(evaluation.uri)
+  assert not validation.validation_ok
+  failed = [(f.metric_key.name, f.metric_key.is_diff)
+            for per_slice in validation.metric_validations_per_slice
+            if not per_slice.slice_key.single_slice_keys  # overall slice
+            for f in per_slice.failures]
+  assert (ranking_eval.RMSE_METRIC, False) in failed, failed  # absolute bound
+  assert (ranking_eval.RMSE_METRIC, True) in failed, failed   # worse than baseline
+
+  pushed, destination = _push(tmp_path, model, blessing)
+  assert pushed.get_int_custom_property("pushed") == 0
+  assert not os.listdir(destination)
+
+
+@pytest.mark.parametrize("structure", ["stacked", "parallel"])
+def test_dcn_structures_score_a_batch(tiny_transformed, structure):
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from trainer_modules import model_parts  # pylint: disable=g-import-not-at-top
+  tft_output = tft.TFTransformOutput(tiny_transformed["tft_dir"])
+  cfg = dict(TEST_CONFIG, architecture="dcn", dcn_structure=structure,
+             num_cross_layers=2, cross_projection_dim=4, dropout=0.1)
+  model = ranking.RankingModel(tft_output, cfg, global_mean=3.0)
+  batch = next(iter(model_parts.make_dataset(
+      [tiny_transformed["train_pattern"]], tft_output, 16, shuffle=False)))
+  assert model(batch).shape == (16,)
+  loss = model.compute_loss(batch, training=True)
+  assert np.isfinite(float(loss))
