@@ -16,6 +16,7 @@ import common  # noqa: F401  pylint: disable=unused-import  (first: sets TF_USE_
 import argparse
 import contextlib
 import datetime
+import json
 import logging
 import os
 import shlex
@@ -51,6 +52,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                  help="ignore the TFX cache and run every component")
   p.add_argument("--retrieval-epochs", type=int, default=None)
   p.add_argument("--ranking-epochs", type=int, default=None)
+  p.add_argument("--retrieval-config", type=json.loads, default={},
+                 help='JSON object of retrieval hyperparameters, e.g. '
+                      '\'{"embedding_dim": 32, "learning_rate": 0.02}\'')
+  p.add_argument("--ranking-config", type=json.loads, default={},
+                 help='JSON object of ranking hyperparameters, e.g. '
+                      '\'{"architecture": "dense", "batch_size": 512}\'')
   p.add_argument("--no-retrieval", action="store_true", help="skip the retrieval branch")
   p.add_argument("--no-ranking", action="store_true", help="skip the ranking branch")
   p.add_argument("--verbose", action="store_true", help="also print full logs")
@@ -162,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(f"Beam: {' '.join(beam)}")
   print(f"Full logs: {log_path}")
 
-  retrieval_config, ranking_config = {}, {}
+  retrieval_config, ranking_config = dict(args.retrieval_config), dict(args.ranking_config)
   if args.retrieval_epochs is not None:
     retrieval_config["epochs"] = args.retrieval_epochs
   if args.ranking_epochs is not None:

@@ -75,12 +75,18 @@ def ranking_eval_config(rmse_upper_bound: float = 1.0,
   rmse = tfma.MetricConfig(
       class_name="RootMeanSquaredError",  # tf_keras.metrics (TFMA has no RMSE)
       config=json.dumps({"name": RMSE_METRIC}),
-      threshold=tfma.MetricThreshold(
-          value_threshold=tfma.GenericValueThreshold(
-              upper_bound={"value": float(rmse_upper_bound)}),
-          change_threshold=tfma.GenericChangeThreshold(
-              direction=tfma.MetricDirection.LOWER_IS_BETTER,
-              absolute={"value": float(max_rmse_increase)})))
+      # The gate applies to the overall slice only: a MetricConfig.threshold
+      # would apply to every slice, and small slices (a few dozen ratings of
+      # one occupation) are noisy enough to veto any model. Slice metrics are
+      # still computed and reported.
+      per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+          slicing_specs=[tfma.SlicingSpec()],
+          threshold=tfma.MetricThreshold(
+              value_threshold=tfma.GenericValueThreshold(
+                  upper_bound={"value": float(rmse_upper_bound)}),
+              change_threshold=tfma.GenericChangeThreshold(
+                  direction=tfma.MetricDirection.LOWER_IS_BETTER,
+                  absolute={"value": float(max_rmse_increase)})))])
   metrics = [
       tfma.MetricConfig(class_name="ExampleCount"),
       rmse,

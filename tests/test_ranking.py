@@ -286,3 +286,15 @@ def test_dcn_structures_score_a_batch(tiny_transformed, structure):
   assert model(batch).shape == (16,)
   loss = model.compute_loss(batch, training=True)
   assert np.isfinite(float(loss))
+
+
+def test_rmse_gate_applies_to_the_overall_slice_only():
+  """Small noisy slices (one occupation) must not veto a good model."""
+  config = ranking_eval.ranking_eval_config(rmse_upper_bound=0.95)
+  [rmse] = [m for spec in config.metrics_specs for m in spec.metrics
+            if m.class_name == "RootMeanSquaredError"]
+  assert not rmse.HasField("threshold")
+  [per_slice] = rmse.per_slice_thresholds
+  assert list(per_slice.slicing_specs) == [ranking_eval.tfma.SlicingSpec()]
+  assert per_slice.threshold.value_threshold.upper_bound.value == 0.95
+  assert len(config.slicing_specs) == 4  # overall + 3 slices still reported
