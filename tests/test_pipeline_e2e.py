@@ -83,3 +83,41 @@ def test_anomalous_data_stops_at_the_gate(tmp_path, restore_logging, capsys):
   assert "Full log:" in captured.err
   assert "▶ Transform" not in captured.out
   assert not glob.glob(os.path.join(out, "tfx", "Transform", "*"))
+
+
+def _versions(path):
+  return sorted(d for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+
+
+@pytest.mark.slow
+def test_full_pipeline_trains_blesses_and_pushes_both_models(
+    tmp_path, restore_logging, capsys):
+  """Both branches on planted data; a worse retraining pushes nothing."""
+  data = str(tmp_path / "ml-100k")
+  synthetic_data.write_ml100k(data, num_users=120, num_movies=360,
+                              ratings_per_user=30)
+  out = str(tmp_path / "out")
+  # Small data: small ranking batches, more epochs (defaults suit ml-100k).
+  assert _run("--data", data, "--output-dir", out, "--ranking-config",
+              '{"batch_size": 32, "learning_rate": 0.003, "epochs": 10}') == 0
+  first = capsys.readouterr().out
+  serving = os.path.join(out, "serving")
+  retrieval_versions = _versions(os.path.join(serving, "retrieval"))
+  ranking_versions = _versions(os.path.join(serving, "ranking"))
+  assert len(retrieval_versions) == 1, first
+  assert len(ranking_versions) == 1, first
+  pushed = os.path.join(serving, "retrieval", retrieval_versions[0])
+  assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
+  assert os.listdir(os.path.join(pushed, "assets.extra"))
+  assert "Retrieval:" in first and "most-popular" in first
+  assert "root_mean_squared_error" in first
+  assert first.count("blessed: yes") == 2
+
+  # Retrain a much worse model (one tiny step each): not blessed against the
+  # last blessed model, nothing pushed, the served versions stay.
+  assert _run("--data", data, "--output-dir", out, "--force",
+              "--retrieval-epochs", "0", "--ranking-epochs", "0") == 0
+  second = capsys.readouterr().out
+  assert "blessed: no" in second
+  assert _versions(os.path.join(serving, "retrieval")) == retrieval_versions
+  assert _versions(os.path.join(serving, "ranking")) == ranking_versions

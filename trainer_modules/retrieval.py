@@ -347,7 +347,8 @@ def run_fn(fn_args) -> None:
                catalogue_uri, extra_manifest={
                    "train_seconds": round(train_seconds, 1),
                    "epochs": epochs, "steps_per_epoch": steps_per_epoch,
-                   "final_loss": float(history.history["loss"][-1])})
+                   "final_loss": (float(history.history["loss"][-1])
+                                  if history.history.get("loss") else None)})
 
 
 def export_model(serving_model_dir: str, tft_output: tft.TFTransformOutput,
