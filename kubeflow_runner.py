@@ -61,7 +61,36 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       output_dir=os.path.dirname(output),
       output_filename=os.path.basename(output))
   runner.run(p)
+  _keep_stage_filters(output)
   return output
+
+
+def _keep_stage_filters(path: str) -> None:
+  """Re-adds the per-stage filter that the KubeflowV2 compiler drops.
+
+  See components/blessing_stage.py: the compiled LatestBlessedModelStrategy
+  query matches any blessed ModelBlessing; each stage's query gets its
+  `blessing_stage` so retrieval and ranking baselines never mix.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import yaml  # pylint: disable=g-import-not-at-top
+  from components import blessing_stage  # pylint: disable=g-import-not-at-top
+  from pipeline import ranking_branch, retrieval_branch  # pylint: disable=g-import-not-at-top
+
+  is_json = path.endswith(".json")
+  with open(path) as f:
+    spec = json.load(f) if is_json else yaml.safe_load(f)
+  stages = {retrieval_branch.RESOLVER_ID: blessing_stage.RETRIEVAL,
+            ranking_branch.RESOLVER_ID: blessing_stage.RANKING}
+  executors = spec.get("pipelineSpec", spec)["deploymentSpec"]["executors"]
+  stages = {r: s for r, s in stages.items()
+            if f"{r}-model-blessing-resolver_executor" in executors}
+  blessing_stage.add_stage_filters(spec, stages)
+  with open(path, "w") as f:
+    if is_json:
+      json.dump(spec, f, indent=2, sort_keys=True)
+    else:
+      yaml.safe_dump(spec, f, sort_keys=False)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,7 +1,8 @@
 """Ranking branch: Trainer → Evaluator (TFMA) → Pusher.
 
-The stock TFX Evaluator runs TFMA on the raw eval split through the model's
-serving signature (pipeline/ranking_eval.py): RMSE/MAE sliced by user
+The stock TFX Evaluator (its blessing tagged as ranking's, see
+components/blessing_stage.py) runs TFMA on the raw eval split through the
+model's serving signature (pipeline/ranking_eval.py): RMSE/MAE sliced by user
 features, an absolute RMSE bound and a change threshold against the latest
 blessed *ranking* model (resolver filtered by producer). The Pusher only
 pushes a blessed model.
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from tfx.components import Evaluator
 from tfx.components import Pusher
 from tfx.components import Trainer
 from tfx.proto import pusher_pb2
 
+from components.blessing_stage import RankingEvaluator
 from components.retrieval_evaluator import latest_blessed_model_resolver
 from pipeline import configs
 from pipeline import ranking_eval
@@ -34,7 +35,7 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
       transform_graph=transform.outputs["transform_graph"],
       custom_config=custom_config).with_id(TRAINER_ID)
   baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
-  evaluator = Evaluator(
+  evaluator = RankingEvaluator(
       examples=example_gen.outputs["examples"],
       example_splits=["eval"],
       model=trainer.outputs["model"],

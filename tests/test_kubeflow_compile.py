@@ -28,3 +28,23 @@ def test_compiles_to_a_kfp_yaml_spec_with_every_component(tmp_path):
   executors = (spec.get("pipelineSpec", spec)["deploymentSpec"]["executors"])
   images = {e["container"]["image"] for e in executors.values() if "container" in e}
   assert images == {"example.com/recsys:1"}
+
+
+def test_each_blessed_model_resolver_keeps_its_stage_filter(tmp_path):
+  """KubeflowV2 compiles LatestBlessedModelStrategy into a query on any
+  blessed ModelBlessing; the runner re-adds each stage's filter."""
+  data = str(tmp_path / "ml-100k")
+  synthetic_data.write_ml100k(data)
+  out = str(tmp_path / "pipeline.json")
+  assert kubeflow_runner.main(["--pipeline-root", "gs://bucket/root", "--data", data,
+                               "--output", out]) == 0
+  import json
+  with open(out) as f:
+    spec = json.load(f)
+  executors = spec.get("pipelineSpec", spec)["deploymentSpec"]["executors"]
+  for resolver, stage in (("LatestBlessedRetrievalModel", "retrieval"),
+                          ("LatestBlessedRankingModel", "ranking")):
+    [query] = executors[f"{resolver}-model-blessing-resolver_executor"][
+        "resolver"]["outputArtifactQueries"].values()
+    assert 'schema_title="tfx.ModelBlessing"' in query["filter"]
+    assert f'metadata.blessing_stage.string_value="{stage}"' in query["filter"]

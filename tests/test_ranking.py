@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
-from tfx.components.evaluator import executor as evaluator_executor
 from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils
@@ -20,6 +19,7 @@ from tfx.utils import path_utils
 from tfx.utils import proto_utils
 
 from common import features as F
+from components import blessing_stage
 from pipeline import ranking_eval
 from trainer_modules import ranking
 
@@ -198,7 +198,8 @@ def _evaluate(tmp_path, tiny_transformed, model_uri, eval_config, baseline_uri=N
     baseline = _model_artifact(baseline_uri)
     baseline.id = 2
     input_dict["baseline_model"] = [baseline]
-  evaluator_executor.Executor().Do(
+  # The pipeline's RankingEvaluator: the stock executor plus a stage tag.
+  blessing_stage.RankingEvaluatorExecutor().Do(
       input_dict, {"evaluation": [evaluation], "blessing": [blessing]},
       {"eval_config": proto_utils.proto_to_json(eval_config),
        "example_splits": json.dumps(["eval"])})
@@ -241,6 +242,7 @@ def test_evaluator_blesses_trained_model_and_pusher_pushes(
   assert sliced == set(ranking_eval.DEFAULT_SLICES), sliced
   assert os.path.exists(os.path.join(blessing.uri, "BLESSED"))
   assert blessing.get_int_custom_property("blessed") == 1
+  assert blessing.get_string_custom_property("blessing_stage") == "ranking"
 
   pushed, destination = _push(tmp_path, model, blessing)
   assert pushed.get_int_custom_property("pushed") == 1

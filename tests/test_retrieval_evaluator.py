@@ -254,6 +254,7 @@ def test_good_model_blessed(env):
   assert blessing.get_int_custom_property("blessed") == 1
   assert blessing.get_int_custom_property("current_model_id") == 11
   assert blessing.get_string_custom_property("current_model") == model.uri
+  assert blessing.get_string_custom_property("blessing_stage") == "retrieval"
   assert not blessing.has_custom_property("baseline_model_id")
   assert os.path.exists(os.path.join(blessing.uri, "BLESSED"))
   assert not os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))

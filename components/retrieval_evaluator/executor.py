@@ -27,6 +27,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 from common import features as F
+from components import blessing_stage
 from components.retrieval_evaluator import metrics as M
 
 # Keys (inputs, outputs, parameters).
@@ -313,6 +314,7 @@ class Executor(base_executor.BaseExecutor):
       blessing.set_string_custom_property(
           "component_id", exec_properties["current_component_id"])
     blessing.set_string_custom_property(BLESSING_MESSAGE_PROPERTY, decision["message"])
+    blessing_stage.tag(blessing, blessing_stage.RETRIEVAL)  # for Kubeflow's resolver
     if decision["blessed"]:
       io_utils.write_string_file(os.path.join(blessing.uri, BLESSED_FILE_NAME), "")
       blessing.set_int_custom_property(BLESSED_PROPERTY, BLESSED_VALUE)
