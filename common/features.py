@@ -63,6 +63,14 @@ USER_FEATURES = [n for n, f in FEATURES.items() if f.kind == USER]
 MOVIE_FEATURES = [n for n, f in FEATURES.items() if f.kind == MOVIE]
 CONTEXT_FEATURES = [n for n, f in FEATURES.items() if f.kind == CONTEXT]
 LABEL_KEY = USER_RATING
+# A retrieval query: who asks, and when.
+QUERY_FEATURES = USER_FEATURES + CONTEXT_FEATURES
+# Serving interface of the exported retrieval model, read by the retrieval
+# evaluator and by serving code: each signature takes `examples`
+# (serialized tf.Examples with raw contract features).
+RETRIEVAL_QUERY_SIGNATURE = "query_embedding"
+RETRIEVAL_CANDIDATE_SIGNATURE = "candidate_embedding"
+EMBEDDING_OUTPUT = "embedding"
 # What the catalogue output of ingestion holds for every movie.
 CATALOGUE_FEATURES = [MOVIE_ID, MOVIE_TITLE, MOVIE_GENRES]
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from tfx.components import Pusher
 from tfx.components import Trainer
-from tfx.proto import pusher_pb2
 
 from components.blessing_stage import RankingEvaluator
-from components.retrieval_evaluator import latest_blessed_model_resolver
+from components.resolvers import latest_blessed_model_resolver
 from pipeline import configs
+from pipeline import pushing
 from pipeline import ranking_eval
 
 TRAINER_ID = "RankingTrainer"
@@ -44,10 +43,5 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
           rmse_upper_bound=configs.RANKING_RMSE_UPPER_BOUND,
           max_rmse_increase=configs.RANKING_MAX_RMSE_INCREASE,
           present_features=present_features)).with_id(EVALUATOR_ID)
-  pusher = Pusher(
-      model=trainer.outputs["model"],
-      model_blessing=evaluator.outputs["blessing"],
-      push_destination=pusher_pb2.PushDestination(
-          filesystem=pusher_pb2.PushDestination.Filesystem(
-              base_directory=serving_dir))).with_id(PUSHER_ID)
+  pusher = pushing.blessed_model_pusher(trainer, evaluator, serving_dir, PUSHER_ID)
   return [trainer, baseline, evaluator, pusher]

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from tfx.components import Pusher
-from tfx.proto import pusher_pb2
 
 from components.catalogue_trainer import CatalogueTrainer
 from components.retrieval_evaluator import RetrievalEvaluator
-from components.retrieval_evaluator import latest_blessed_model_resolver
+from components.resolvers import latest_blessed_model_resolver
 from pipeline import configs
+from pipeline import pushing
 
 TRAINER_ID = "RetrievalTrainer"
 EVALUATOR_ID = "RetrievalEvaluator"
@@ -40,10 +39,5 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
       baseline_model=baseline.outputs["model"],
       margin_over_popularity=configs.RETRIEVAL_MARGIN_OVER_POPULARITY,
       baseline_tolerance=configs.RETRIEVAL_BASELINE_TOLERANCE).with_id(EVALUATOR_ID)
-  pusher = Pusher(
-      model=trainer.outputs["model"],
-      model_blessing=evaluator.outputs["blessing"],
-      push_destination=pusher_pb2.PushDestination(
-          filesystem=pusher_pb2.PushDestination.Filesystem(
-              base_directory=serving_dir))).with_id(PUSHER_ID)
+  pusher = pushing.blessed_model_pusher(trainer, evaluator, serving_dir, PUSHER_ID)
   return [trainer, baseline, evaluator, pusher]

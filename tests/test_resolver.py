@@ -10,7 +10,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
 from tfx.types import standard_artifacts
 
-from components.retrieval_evaluator import latest_blessed_model_resolver
+from components.resolvers import latest_blessed_model_resolver
 
 PIPELINE = "two-stage"
 
@@ -110,7 +110,7 @@ def test_kubeflow_v2_runner_drops_producer_filter(tmp_path):
   resolver_execs = json.dumps({k: v for k, v in executors.items() if "resolver" in v})
   assert "latest_retrieval-model-resolver_executor" in resolver_execs
   if "retrieval_evaluator" in resolver_execs or "retrieval_trainer" in resolver_execs:
-    pytest.fail("KubeflowV2 now keeps the producer filter: update resolver.py's caveat")
+    pytest.fail("KubeflowV2 now keeps the producer filter: update resolvers.py's caveat and kubeflow_runner's stage filter")
   # Both stages compile to the same blessing query.
   assert blessing_q == executors["latest_ranking-model-blessing-resolver_executor"][
       "resolver"]["outputArtifactQueries"]["model_blessing"]["filter"]

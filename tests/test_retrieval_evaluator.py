@@ -443,7 +443,7 @@ def test_pipeline_two_runs_with_resolver_and_pusher(env, tmp_path):
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.local import local_dag_runner  # pylint: disable=g-import-not-at-top
-  from components.retrieval_evaluator import latest_blessed_model_resolver  # pylint: disable=g-import-not-at-top
+  from components.resolvers import latest_blessed_model_resolver  # pylint: disable=g-import-not-at-top
 
   mlmd_path = str(tmp_path / "mlmd.sqlite")
   push_dir = str(tmp_path / "serving")

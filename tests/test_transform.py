@@ -11,21 +11,12 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
 from common import features as F
+from tests import tft_fixture
 from transform import preprocessing
 
-RAW_SPEC = {
-    F.USER_ID: tf.io.FixedLenFeature([1], tf.string),
-    F.MOVIE_ID: tf.io.FixedLenFeature([1], tf.string),
-    F.MOVIE_TITLE: tf.io.FixedLenFeature([1], tf.string),
-    F.MOVIE_GENRES: tf.io.VarLenFeature(tf.int64),
-    F.USER_RATING: tf.io.FixedLenFeature([1], tf.float32),
-    F.TIMESTAMP: tf.io.FixedLenFeature([1], tf.int64),
-    F.USER_GENDER: tf.io.FixedLenFeature([1], tf.int64),
-    F.BUCKETIZED_USER_AGE: tf.io.FixedLenFeature([1], tf.float32),
-    F.RAW_USER_AGE: tf.io.FixedLenFeature([1], tf.float32),
-    F.USER_OCCUPATION_TEXT: tf.io.FixedLenFeature([1], tf.string),
-    F.USER_ZIP_CODE: tf.io.FixedLenFeature([1], tf.string),
-}
+# The fixture's raw spec (the curated schema's shapes), without the label id.
+RAW_SPEC = {k: v for k, v in tft_fixture.RAW_SPEC.items()
+            if k != F.USER_OCCUPATION_LABEL}
 
 
 def _row(user, movie, title, genres, rating, ts, gender, age, occ, zipc):

@@ -56,7 +56,7 @@ USER_FEATURES_FILE = "user_features.jsonl"
 POPULARITY_FILE = "popularity.json"
 MANIFEST_FILE = "manifest.json"
 
-QUERY_RAW_FEATURES = F.USER_FEATURES + F.CONTEXT_FEATURES
+QUERY_RAW_FEATURES = F.QUERY_FEATURES
 # Transformed user feature → the raw features it is computed from. A request
 # "leaves a feature out" when all its raw sources are at the serving default.
 USER_FILL_SOURCES = {
@@ -192,17 +192,18 @@ class RetrievalExport(tf.Module):
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
                autograph=False)
   def serve_query_embedding(self, examples):
-    return {"embedding": self.query_vectors(examples)}
+    return {F.EMBEDDING_OUTPUT: self.query_vectors(examples)}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
                autograph=False)
   def serve_candidate_embedding(self, examples):
-    return {"embedding": self.candidate_vectors(examples)}
+    return {F.EMBEDDING_OUTPUT: self.candidate_vectors(examples)}
 
   def signatures(self):
     return {"serving_default": self.serve_top_k.get_concrete_function(),
-            "query_embedding": self.serve_query_embedding.get_concrete_function(),
-            "candidate_embedding":
+            F.RETRIEVAL_QUERY_SIGNATURE:
+                self.serve_query_embedding.get_concrete_function(),
+            F.RETRIEVAL_CANDIDATE_SIGNATURE:
                 self.serve_candidate_embedding.get_concrete_function()}
 
 
@@ -212,7 +213,7 @@ def embed_catalogue(export: RetrievalExport, serialized: Sequence[bytes],
   parts = []
   for i in range(0, len(serialized), batch_size):
     batch = tf.constant(list(serialized[i:i + batch_size]), tf.string)
-    parts.append(export.serve_candidate_embedding(batch)["embedding"].numpy())
+    parts.append(export.serve_candidate_embedding(batch)[F.EMBEDDING_OUTPUT].numpy())
   return np.concatenate(parts, axis=0).astype(np.float32)
 
 

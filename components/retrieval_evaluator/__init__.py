@@ -1,6 +1,4 @@
-"""Retrieval evaluator component and the latest-blessed-model resolver."""
+"""Retrieval evaluator component (see component.py and executor.py)."""
 from components.retrieval_evaluator.component import RetrievalEvaluator, RetrievalEvaluatorSpec
-from components.retrieval_evaluator.resolver import latest_blessed_model_resolver
 
-__all__ = ["RetrievalEvaluator", "RetrievalEvaluatorSpec",
-           "latest_blessed_model_resolver"]
+__all__ = ["RetrievalEvaluator", "RetrievalEvaluatorSpec"]

@@ -20,8 +20,9 @@ nothing on the first run).
 Caveat (KubeflowV2DagRunner / Vertex): its step builder translates
 LatestBlessedModelStrategy into fixed MLMD queries
 (`schema_title="tfx.ModelBlessing" AND metadata.blessed=1`, then the Model
-named by `current_model_id`) and ignores producer ids, so there the resolver
-returns the latest blessed model of any stage.
+named by `current_model_id`) and ignores producer ids. kubeflow_runner.py
+therefore adds each stage's `blessing_stage` to the compiled blessing query
+(components/blessing_stage.py), which both evaluators write.
 """
 from __future__ import annotations
 
