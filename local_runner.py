@@ -183,6 +183,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
     from pipeline import run_report  # pylint: disable=g-import-not-at-top
 
+    if not args.no_ranking and pipeline_lib.is_implicit(args.data_config):
+      print(pipeline_lib.IMPLICIT_NOTE)
     p = pipeline_lib.create_pipeline(
         pipeline_name=configs.PIPELINE_NAME,
         pipeline_root=paths["pipeline_root"],

@@ -34,6 +34,16 @@ from pipeline import configs
 from pipeline import schemas
 
 
+IMPLICIT_NOTE = ("The data is implicit feedback (data config: implicit: true): "
+                 "no rating to predict, so the ranking branch is switched off.")
+
+
+def is_implicit(data_config: str) -> bool:
+  """Whether a user's data config declares implicit feedback (no ratings)."""
+  return bool(data_config) and bool(
+      custom_source.load_config(data_config).get("implicit", False))
+
+
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
@@ -106,11 +116,9 @@ def create_pipeline(
         example_gen=example_gen, transform=transform, schema_gen=schema_gen,
         serving_dir=os.path.join(serving_dir, "retrieval"),
         custom_config=dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {})))
-  if enable_ranking and data_config and custom_source.load_config(
-      data_config).get("implicit", False):
+  if enable_ranking and is_implicit(data_config):
     # Implicit feedback has no rating to predict: retrieval only.
-    logging.warning("The data config says implicit: true, so the ranking "
-                    "branch (rating prediction) is switched off.")
+    logging.warning(IMPLICIT_NOTE)
     enable_ranking = False
   if enable_ranking:
     from pipeline import ranking_branch  # pylint: disable=g-import-not-at-top

@@ -1,0 +1,44 @@
+"""create_pipeline() wiring: which components, in which order, for which data."""
+import os
+
+from pipeline import pipeline as pipeline_lib
+from tests import synthetic_data
+
+
+def _ids(p):
+  return [c.id for c in p.components]
+
+
+def test_movielens_pipeline_has_both_branches_after_the_gate(tmp_path):
+  data = str(tmp_path / "ml-100k")
+  synthetic_data.write_ml100k(data)
+  p = pipeline_lib.create_pipeline("t", str(tmp_path / "root"), data,
+                                   str(tmp_path / "serving"))
+  ids = _ids(p)
+  for name in ("MovieLensExampleGen", "ImportSchemaGen", "ValidationGate", "Transform",
+               "RetrievalTrainer", "RetrievalEvaluator", "RetrievalPusher",
+               "RankingTrainer", "RankingEvaluator", "RankingPusher"):
+    assert name in ids
+  by_id = {c.id: c for c in p.components}
+  assert any(n.id == "ValidationGate" for n in by_id["Transform"].upstream_nodes)
+  # Pushers write to separate per-stage folders.
+  dest = {s: by_id[f"{s}Pusher"].exec_properties["push_destination"]
+          for s in ("Retrieval", "Ranking")}
+  assert os.path.join("serving", "retrieval") in str(dest["Retrieval"])
+  assert os.path.join("serving", "ranking") in str(dest["Ranking"])
+
+
+def test_implicit_feedback_switches_ranking_off(tmp_path):
+  log = tmp_path / "likes.csv"
+  log.write_text("user,item,ts\nu1,i1,1600000000\nu2,i1,1600000100\n")
+  config = tmp_path / "likes.yaml"
+  config.write_text("interactions:\n  path: likes.csv\n  format: csv\n"
+                    "  columns: {user: user, item: item, timestamp: ts}\n"
+                    "implicit: true\n")
+  p = pipeline_lib.create_pipeline("t", str(tmp_path / "root"), "",
+                                   str(tmp_path / "serving"),
+                                   data_config=str(config))
+  ids = _ids(p)
+  assert "RetrievalTrainer" in ids
+  assert not [i for i in ids if i.startswith("Ranking")]
+  assert "SchemaGen" in ids and "ImportSchemaGen" not in ids  # own data: inferred
