@@ -13,7 +13,6 @@ in TFX's Split-<name> layout. The result is cached in the work directory.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Dict, List, Optional
@@ -25,31 +24,19 @@ EVAL_FRACTION = 0.2
 
 
 def read_ml100k(path: str) -> List[Dict[str, object]]:
-  """Contract rows (one per rating) of a GroupLens ml-100k folder."""
-  from tensorflow_datasets.structured import movielens_parsing  # pylint: disable=g-import-not-at-top
-  rows = []
-  for _, ex in movielens_parsing.parse_100k_ratings_data(path):
-    rows.append({
-        F.USER_ID: str(ex["user_id"]),
-        F.MOVIE_ID: str(ex["movie_id"]),
-        F.MOVIE_TITLE: ex["movie_title"],
-        F.MOVIE_GENRES: [F.GENRE_ID[g] for g in ex["movie_genres"]],
-        F.USER_RATING: float(ex["user_rating"]),
-        F.TIMESTAMP: int(ex["timestamp"]),
-        F.USER_GENDER: int(bool(ex["user_gender"])),
-        F.BUCKETIZED_USER_AGE: float(ex["bucketized_user_age"]),
-        F.RAW_USER_AGE: float(ex["raw_user_age"]),
-        F.USER_OCCUPATION_LABEL: F.OCCUPATION_LABEL_ID[ex["user_occupation_label"]],
-        F.USER_OCCUPATION_TEXT: ex["user_occupation_text"],
-        F.USER_ZIP_CODE: ex["user_zip_code"],
-    })
-  return rows
+  """Contract rows (one per rating) of a GroupLens ml-100k folder or zip.
+
+  Read with the pipeline's own ingestion readers, so the benchmark sees
+  exactly the features MovieLensExampleGen writes.
+  """
+  from components.ingestion import open_source  # pylint: disable=g-import-not-at-top
+  return list(open_source(path).ratings())
 
 
 def is_eval(user_id: str, movie_id: str, eval_fraction: float = EVAL_FRACTION) -> bool:
-  """Stable pseudo-random 80/20 split of one (user, movie) pair."""
-  digest = hashlib.md5(f"{user_id}\0{movie_id}".encode("utf-8")).digest()
-  return int.from_bytes(digest[:8], "big") / 2.0**64 < eval_fraction
+  """The pipeline's random split (ingestion's stable hash of the pair)."""
+  from components.ingestion import ingest  # pylint: disable=g-import-not-at-top
+  return ingest.is_eval_random(user_id, movie_id, eval_fraction)
 
 
 def split_rows(rows, eval_fraction: float = EVAL_FRACTION):

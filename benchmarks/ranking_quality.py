@@ -28,40 +28,23 @@ import common  # noqa: E402,F401  pylint: disable=unused-import,g-import-not-at-
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from common import features as F  # noqa: E402  pylint: disable=g-import-not-at-top
+from trainer_modules import baselines  # noqa: E402  pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "datasets", "ml-100k")
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results", "ranking_quality.json")
 
 
-def rmse(pred, y) -> float:
-  return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(y)) ** 2)))
+rmse = baselines.rmse
 
 
-def bias_baseline(train: List[dict], test: List[dict], reg_user: float = 5.0,
-                  reg_item: float = 10.0, sweeps: int = 10) -> Dict[str, float]:
-  """mu + b_u + b_i fitted by regularized alternating least squares."""
-  users = {r[F.USER_ID] for r in train}
-  items = {r[F.MOVIE_ID] for r in train}
-  u_idx = {u: i for i, u in enumerate(sorted(users))}
-  i_idx = {m: i for i, m in enumerate(sorted(items))}
-  u = np.array([u_idx[r[F.USER_ID]] for r in train])
-  i = np.array([i_idx[r[F.MOVIE_ID]] for r in train])
-  y = np.array([r[F.USER_RATING] for r in train])
-  mu = y.mean()
-  bu, bi = np.zeros(len(u_idx)), np.zeros(len(i_idx))
-  nu = np.bincount(u, minlength=len(u_idx))
-  ni = np.bincount(i, minlength=len(i_idx))
-  for _ in range(sweeps):
-    bi = np.bincount(i, y - mu - bu[u], minlength=len(i_idx)) / (reg_item + ni)
-    bu = np.bincount(u, y - mu - bi[i], minlength=len(u_idx)) / (reg_user + nu)
-  pred = []
-  for r in test:
-    p = mu + (bu[u_idx[r[F.USER_ID]]] if r[F.USER_ID] in u_idx else 0.0)
-    p += bi[i_idx[r[F.MOVIE_ID]]] if r[F.MOVIE_ID] in i_idx else 0.0
-    pred.append(min(max(p, y.min()), y.max()))
-  ty = [r[F.USER_RATING] for r in test]
-  return {"rmse": rmse(pred, ty), "train_rmse": rmse(mu + bu[u] + bi[i], y)}
+def bias_baseline(train: List[dict], test: List[dict]) -> Dict[str, float]:
+  """mu + b_u + b_i on the benchmark's split (trainer_modules/baselines.py)."""
+  out = baselines.rating_baselines(
+      [r[F.USER_ID] for r in train], [r[F.MOVIE_ID] for r in train],
+      [r[F.USER_RATING] for r in train], [r[F.USER_ID] for r in test],
+      [r[F.MOVIE_ID] for r in test], [r[F.USER_RATING] for r in test])
+  return {"rmse": out["user_item_bias"], "train_rmse": out["user_item_bias_train"]}
 
 
 def serving_predictions(model_dir: str, rows: List[dict],
@@ -118,7 +101,7 @@ def main(argv=None) -> Dict[str, object]:
         f"(data ready in {time.time() - t0:.0f}s)", flush=True)
   y_test = np.array([r[F.USER_RATING] for r in test])
   mu = float(np.mean([r[F.USER_RATING] for r in train]))
-  baselines = {"global_mean": {"rmse": rmse(np.full(len(test), mu), y_test)},
+  baseline_rmse = {"global_mean": {"rmse": rmse(np.full(len(test), mu), y_test)},
                "user_item_bias": bias_baseline(train, test)}
 
   overrides = json.loads(args.config)
@@ -144,14 +127,14 @@ def main(argv=None) -> Dict[str, object]:
                 "rmse_std": float(scores.std()),
                 "train_seconds_mean": float(np.mean([r["train_seconds"] for r in runs])),
                 "runs": runs},
-      "baselines": baselines,
+      "baselines": baseline_rmse,
   }
   name = f"ranking ({config['architecture']})"
   print(f"\n{'model':<28}{'test RMSE':>22}")
   print(f"{name:<28}{scores.mean():>12.4f} ± {scores.std():.4f} "
         f"(min {scores.min():.4f}, max {scores.max():.4f}, "
         f"{result['model']['train_seconds_mean']:.0f}s/run)")
-  for key, value in baselines.items():
+  for key, value in baseline_rmse.items():
     print(f"{key:<28}{value['rmse']:>12.4f}")
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:

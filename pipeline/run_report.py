@@ -98,7 +98,19 @@ def _retrieval_metrics(uri: str) -> str:
   return _table(rows)
 
 
-def _ranking_metrics(uri: str) -> str:
+def _ranking_baselines(outs) -> Dict[str, float]:
+  """Global-mean / bias RMSE the ranking trainer wrote beside its model."""
+  trainer = next((v for k, v in outs.items()
+                  if k.startswith("Ranking") and "Trainer" in k), {})
+  for run in trainer.get("model_run", []):
+    path = os.path.join(run.uri, "baselines.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+  return {}
+
+
+def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
   """Overall TFMA metrics of the candidate (and baseline) ranking model."""
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
   overall = {}
@@ -123,6 +135,11 @@ def _ranking_metrics(uri: str) -> str:
   rows = [["eval split"] + names]
   for key in keys:
     rows.append([key] + [_fmt(overall[n].get(key)) for n in names])
+  if baselines:
+    rows[0] += ["global mean", "user+item bias"]
+    rows[1] += [_fmt(baselines["global_mean"]), _fmt(baselines["user_item_bias"])]
+    for row in rows[2:]:
+      row += ["", ""]
   return _table(rows)
 
 
@@ -149,8 +166,10 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
   parts.append("Validation: " + ("passed, no anomalies" if gate else
                                  "not run"))
 
+  ranking_baselines = _ranking_baselines(outs)
   for stage, metrics_fn in (("Retrieval", _retrieval_metrics),
-                            ("Ranking", _ranking_metrics)):
+                            ("Ranking", lambda uri: _ranking_metrics(
+                                uri, ranking_baselines))):
     evaluation = next((v for k, v in outs.items()
                        if k.startswith(stage) and "Evaluator" in k), None)
     pusher = next((v for k, v in outs.items()

@@ -110,7 +110,7 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
   assert os.listdir(os.path.join(pushed, "assets.extra"))
   assert "Retrieval:" in first and "most-popular" in first
-  assert "root_mean_squared_error" in first
+  assert "root_mean_squared_error" in first and "user+item bias" in first
   assert first.count("blessed: yes") == 2
 
   # Retrain a much worse model (one tiny step each): not blessed against the

@@ -300,3 +300,20 @@ def test_rmse_gate_applies_to_the_overall_slice_only():
   assert list(per_slice.slicing_specs) == [ranking_eval.tfma.SlicingSpec()]
   assert per_slice.threshold.value_threshold.upper_bound.value == 0.95
   assert len(config.slicing_specs) == 4  # overall + 3 slices still reported
+
+
+def test_baselines_written_beside_the_model(trained, tiny_transformed):
+  """Global mean and user+item bias RMSE on the same eval split, for the summary."""
+  path = trained["root"] / "model_run" / ranking.BASELINES_FILE
+  with open(path) as f:
+    b = json.load(f)
+  ratings = [r[F.USER_RATING] for r in tiny_transformed["rows"]["eval"]]
+  mean = np.mean([r[F.USER_RATING] for r in tiny_transformed["rows"]["train"]])
+  assert b["global_mean"] == pytest.approx(
+      math.sqrt(np.mean((np.array(ratings) - mean) ** 2)), rel=1e-4)
+  assert 0 < b["user_item_bias_train"] < b["global_mean"]  # biases fit training data
+  rows = tiny_transformed["rows"]["eval"]
+  pred = _serve(trained["model_uri"], [_without_label(r) for r in rows])
+  model_rmse = math.sqrt(np.mean((pred - np.array(ratings)) ** 2))
+  # Planted user x genre interactions: the model beats both baselines.
+  assert model_rmse < min(b["global_mean"], b["user_item_bias"]), (model_rmse, b)

@@ -338,3 +338,36 @@ def run_fn(fn_args) -> None:
             validation_steps=fn_args.eval_steps or None,
             callbacks=callbacks, verbose=verbose)
   export(model, tft_output, fn_args.serving_model_dir, stats["min"], stats["max"])
+  if getattr(fn_args, "model_run_dir", None):
+    write_baselines(fn_args, tft_output)
+
+
+BASELINES_FILE = "baselines.json"
+
+
+def _ids_and_labels(file_patterns, tft_output):
+  users, items, labels = [], [], []
+  for batch in model_parts.make_dataset(file_patterns, tft_output, batch_size=8192,
+                                        shuffle=False, num_epochs=1):
+    users += batch[F.T_RAW_USER_ID].numpy().tolist()
+    items += batch[F.T_RAW_MOVIE_ID].numpy().tolist()
+    labels += batch[F.T_LABEL].numpy().tolist()
+  return users, items, labels
+
+
+def write_baselines(fn_args, tft_output) -> Dict[str, float]:
+  """Global-mean and user+item-bias RMSE on the eval split, beside the model.
+
+  Written to <model_run_dir>/baselines.json so the run summary can put the
+  model's TFMA RMSE next to them (same split, same run).
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  from trainer_modules import baselines  # pylint: disable=g-import-not-at-top
+  train = _ids_and_labels(fn_args.train_files, tft_output)
+  test = _ids_and_labels(fn_args.eval_files, tft_output)
+  result = baselines.rating_baselines(*train, *test)
+  tf.io.gfile.makedirs(fn_args.model_run_dir)
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, BASELINES_FILE), "w") as f:
+    json.dump(result, f, indent=2)
+  logging.info("Ranking baselines on the eval split: %s", result)
+  return result
