@@ -1,0 +1,37 @@
+# Image for the Kubeflow (KFP v2) pipeline: every component runs in it.
+#
+#   docker build -t REGISTRY/movielens-two-stage:TAG .
+#   docker push REGISTRY/movielens-two-stage:TAG
+#   python kubeflow_runner.py --image REGISTRY/movielens-two-stage:TAG ...
+#
+# KubeflowV2DagRunner compiles each component to the container command
+#   python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor
+# (set as ENTRYPOINT too). Module code (Transform's preprocessing_fn, the
+# Trainers' run_fn, the custom components) comes from this package installed
+# into site-packages, by import path.
+FROM python:3.10-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    TF_USE_LEGACY_KERAS=1
+
+WORKDIR /opt/recsys
+
+# Locked dependencies first (cached while only the code changes). pyfarmhash
+# (via tfx-bsl) ships no wheel, hence a C++ compiler for the duration.
+COPY requirements.lock ./
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && pip install --no-cache-dir uv \
+ && uv pip install --system -r requirements.lock \
+ && apt-get purge -y --auto-remove g++ \
+ && rm -rf /var/lib/apt/lists/*
+
+# This package (pipeline, components, transform, trainer_modules, common).
+COPY . .
+RUN uv pip install --system --no-deps . \
+ && cd / \
+ && python -c "import common, pipeline.pipeline, transform.preprocessing, trainer_modules.retrieval, trainer_modules.ranking, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+
+ENTRYPOINT ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
