@@ -17,10 +17,12 @@ setuptools.setup(
         "components", "components.*",
         "transform", "transform.*",
         "trainer_modules", "trainer_modules.*",
+        "serving", "serving.*",
     ]),
     py_modules=["local_runner", "kubeflow_runner"],
     package_data={"pipeline": ["schemas/*.pbtxt"]},
     include_package_data=True,
+    entry_points={"console_scripts": ["recommend = serving.cli:main"]},
     # Versions are pinned in requirements.lock; these are the direct needs.
     install_requires=[
         "tfx[kfp]==1.16.0",

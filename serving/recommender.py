@@ -1,0 +1,428 @@
+"""Two-stage recommendations from the pushed models: retrieve → filter → rank.
+
+`Recommender(serving_dir)` serves the newest complete pushed versions of
+`<serving_dir>/retrieval/<version>` and `<serving_dir>/ranking/<version>`
+(integer folders, TF Serving layout; a version is complete once its
+saved_model.pb exists, and the retrieval one also needs
+assets.extra/manifest.json). An output directory of local_runner (holding
+`serving/`) is accepted too.
+
+recommend(user_id, k, n_candidates, features):
+1. retrieval: the `query_embedding` signature embeds one tf.Example (user_id
+   and the given user features; known users get their stored features inside
+   the model, unknown ones its OOV row); the embedding is scored against the
+   exported candidate matrix (assets.extra/catalogue.jsonl, one numpy matmul),
+   movies the user rated in training (seen.jsonl) are masked, the best N
+   unseen movies are kept;
+2. ranking: the ranking model's `serving_default` predicts a rating for the N
+   (one batched call; user features + each candidate's id/title/genres);
+3. the k best by predicted rating are returned. Without a ranking model the
+   retrieval order is used (result says so).
+
+New versions are picked up without restart: at most every `check_interval`
+seconds a request looks at the folders; a newer version is loaded in a
+background thread (or synchronously with `refresh()`) and swapped in with one
+reference assignment, so every request sees one consistent set of models.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import common  # noqa: F401  pylint: disable=unused-import  (TF_USE_LEGACY_KERAS)
+
+import numpy as np
+import tensorflow as tf
+
+from common import features as F
+
+ASSETS_EXTRA = "assets.extra"
+CATALOGUE_FILE = "catalogue.jsonl"
+SEEN_FILE = "seen.jsonl"
+USER_FEATURES_FILE = "user_features.jsonl"
+MANIFEST_FILE = "manifest.json"
+RETRIEVAL, RANKING = "retrieval", "ranking"
+MAX_K = 1000
+
+# Friendly names accepted in `features` besides the contract's raw names.
+FEATURE_ALIASES = {
+    "age": F.RAW_USER_AGE, "gender": F.USER_GENDER,
+    "occupation": F.USER_OCCUPATION_TEXT, "zip": F.USER_ZIP_CODE,
+    "zip_code": F.USER_ZIP_CODE,
+}
+AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)  # MovieLens bucketized_user_age
+_GENDER = {"m": 1, "male": 1, "f": 0, "female": 0}
+
+log = logging.getLogger(__name__)
+
+
+class RecommenderError(Exception):
+  """No usable model (nothing pushed, pinned version missing, ...)."""
+
+
+# ---------------------------------------------------------------------------
+# Versions on disk.
+
+def resolve_serving_dir(path: str) -> str:
+  """`path` itself, or `path/serving` when path is a run's output dir."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(os.path.join(path, RETRIEVAL)) and os.path.isdir(
+      os.path.join(path, "serving", RETRIEVAL)):
+    return os.path.join(path, "serving")
+  return path
+
+
+def is_complete(model: str, version_dir: str) -> bool:
+  if not os.path.exists(os.path.join(version_dir, "saved_model.pb")):
+    return False
+  if model == RETRIEVAL:
+    return os.path.exists(os.path.join(version_dir, ASSETS_EXTRA, MANIFEST_FILE))
+  return True
+
+
+def complete_versions(serving_dir: str, model: str) -> List[int]:
+  """Integer version folders of `<serving_dir>/<model>` that are complete."""
+  base = os.path.join(serving_dir, model)
+  try:
+    names = os.listdir(base)
+  except OSError:
+    return []
+  return sorted(int(n) for n in names if n.isdigit()
+                and is_complete(model, os.path.join(base, n)))
+
+
+# ---------------------------------------------------------------------------
+# Request features.
+
+def _varint(n: int) -> bytes:
+  out = bytearray()
+  while True:
+    b = n & 0x7F
+    n >>= 7
+    if n:
+      out.append(b | 0x80)
+    else:
+      out.append(b)
+      return bytes(out)
+
+
+def _features_bytes(row: Mapping[str, object]) -> bytes:
+  """Serialized tf.train.Features (concatenable map entries) of a raw row."""
+  return F.to_tf_example(row).features.SerializeToString()
+
+
+def _example_from_features(features_bytes: bytes) -> bytes:
+  """A serialized tf.Example whose `features` field is `features_bytes`."""
+  return b"\x0a" + _varint(len(features_bytes)) + features_bytes
+
+
+def normalize_features(features: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+  """Request user features → raw contract features (ValueError if invalid).
+
+  Accepts the contract's user feature names and the aliases age, gender
+  ("M"/"F"/1/0), occupation, zip / zip_code. `age` also fills
+  bucketized_user_age.
+  """
+  if features is None:
+    return {}
+  if not isinstance(features, Mapping):
+    raise ValueError("features must be an object of user features")
+  out: Dict[str, Any] = {}
+  for key, value in features.items():
+    name = FEATURE_ALIASES.get(key, key)
+    spec = F.FEATURES.get(name)
+    if spec is None or spec.kind != F.USER or name == F.USER_ID:
+      allowed = sorted(set(FEATURE_ALIASES) | set(F.USER_FEATURES) - {F.USER_ID})
+      raise ValueError(f"unknown feature {key!r} (allowed: {', '.join(allowed)})")
+    if value is None:
+      continue
+    if name == F.USER_GENDER and isinstance(value, str):
+      if value.lower() not in _GENDER:
+        raise ValueError(f"gender must be M/F (or 1/0), got {value!r}")
+      value = _GENDER[value.lower()]
+    if spec.dtype == F.BYTES:
+      if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ValueError(f"{key} must be a string, got {type(value).__name__}")
+      value = str(value)
+    elif spec.dtype == F.FLOAT:
+      if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{key} must be a number, got {type(value).__name__}")
+      value = float(value)
+    else:
+      if (not isinstance(value, (int, float)) or isinstance(value, bool)
+          or float(value) != int(value)):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+      value = int(value)
+    out[name] = value
+  if F.RAW_USER_AGE in out and F.BUCKETIZED_USER_AGE not in out:
+    age = out[F.RAW_USER_AGE]
+    out[F.BUCKETIZED_USER_AGE] = float(max(b for b in AGE_BUCKETS
+                                           if age >= b or b == 1))
+  return out
+
+
+# ---------------------------------------------------------------------------
+# One loaded set of models.
+
+class _Models:
+  """Immutable bundle: retrieval model + tables, optional ranking model."""
+
+  def __init__(self, serving_dir: str, retrieval_version: int,
+               ranking_version: Optional[int]):
+    t0 = time.time()
+    self.versions = {RETRIEVAL: retrieval_version, RANKING: ranking_version}
+    rdir = os.path.join(serving_dir, RETRIEVAL, str(retrieval_version))
+    self.retrieval = tf.saved_model.load(rdir)
+    self.query_fn = self.retrieval.signatures[F.RETRIEVAL_QUERY_SIGNATURE]
+    assets = os.path.join(rdir, ASSETS_EXTRA)
+    ids, titles, genres, emb = [], [], [], []
+    with open(os.path.join(assets, CATALOGUE_FILE), encoding="utf-8") as f:
+      for line in f:
+        row = json.loads(line)
+        ids.append(row["movie_id"])
+        titles.append(row["movie_title"])
+        genres.append([int(g) for g in row["movie_genres"]])
+        emb.append(row["embedding"])
+    self.movie_ids = ids
+    self.titles = titles
+    self.genres = genres
+    self.candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
+    self.index_of = {m: i for i, m in enumerate(ids)}
+    self.seen: Dict[str, np.ndarray] = {}
+    path = os.path.join(assets, SEEN_FILE)
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        for line in f:
+          row = json.loads(line)
+          self.seen[row["user_id"]] = np.asarray(
+              [self.index_of[m] for m in row["movie_ids"] if m in self.index_of],
+              np.int64)
+    self.user_raw: Dict[str, Dict[str, Any]] = {}
+    path = os.path.join(assets, USER_FEATURES_FILE)
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        for line in f:
+          row = json.loads(line)
+          raw = dict(row.get("raw", {}))
+          if "user_zip_prefix" in raw:  # the transform reads the 3-digit prefix
+            raw[F.USER_ZIP_CODE] = raw.pop("user_zip_prefix")
+          self.user_raw[row["user_id"]] = {
+              k: v for k, v in raw.items() if k in F.FEATURES}
+    # Movie half of every ranking request, serialized once per version.
+    self.movie_bytes = [
+        _features_bytes({F.MOVIE_ID: m, F.MOVIE_TITLE: t, F.MOVIE_GENRES: g})
+        for m, t, g in zip(ids, titles, genres)]
+    self.rank_fn = None
+    if ranking_version is not None:
+      kdir = os.path.join(serving_dir, RANKING, str(ranking_version))
+      self.ranking = tf.saved_model.load(kdir)
+      self.rank_fn = self.ranking.signatures["serving_default"]
+    self.warm_up()
+    log.info("Loaded retrieval v%s, ranking v%s in %.1fs", retrieval_version,
+             ranking_version, time.time() - t0)
+
+  def warm_up(self) -> None:
+    """Traces both signatures once so the first request is fast."""
+    q = _example_from_features(_features_bytes({F.USER_ID: "__warmup__"}))
+    self.query_fn(examples=tf.constant([q]))
+    if self.rank_fn is not None:
+      user = _features_bytes({F.USER_ID: "__warmup__"})
+      self.rank_fn(examples=tf.constant(
+          [_example_from_features(user + self.movie_bytes[0])] * 2))
+
+
+# ---------------------------------------------------------------------------
+
+class Recommender:
+  """Two-stage recommendations from `<serving_dir>/{retrieval,ranking}`.
+
+  version: None (newest, followed as new ones are pushed), an int (pins that
+  version of both models; the ranking model is optional unless pinned and
+  present) or {"retrieval": v, "ranking": v}.
+  """
+
+  def __init__(self, serving_dir: str,
+               version: Union[None, int, Mapping[str, Optional[int]]] = None,
+               check_interval: float = 2.0, background_reload: bool = True):
+    self.serving_dir = resolve_serving_dir(serving_dir)
+    if isinstance(version, Mapping):
+      self.pinned = {RETRIEVAL: version.get(RETRIEVAL), RANKING: version.get(RANKING)}
+    elif version is not None:
+      self.pinned = {RETRIEVAL: int(version), RANKING: int(version)}
+    else:
+      self.pinned = {RETRIEVAL: None, RANKING: None}
+    self.check_interval = float(check_interval)
+    self.background_reload = background_reload
+    self._lock = threading.Lock()
+    self._loading = False
+    self._last_check = 0.0
+    self._models: Optional[_Models] = None
+    self.refresh()
+    if self._models is None:
+      raise RecommenderError(
+          f"No complete retrieval model under {self.serving_dir}/{RETRIEVAL} "
+          "(integer version folders with saved_model.pb)")
+
+  # -- versions --------------------------------------------------------------
+  def _wanted(self) -> Tuple[Optional[int], Optional[int]]:
+    out = []
+    for model in (RETRIEVAL, RANKING):
+      versions = complete_versions(self.serving_dir, model)
+      pin = self.pinned[model]
+      if pin is None:
+        out.append(versions[-1] if versions else None)
+      elif pin in versions:
+        out.append(pin)
+      elif model == RANKING and not versions:
+        out.append(None)
+      else:
+        raise RecommenderError(
+            f"Pinned {model} version {pin} not found (complete versions: "
+            f"{versions or 'none'}) under {self.serving_dir}/{model}")
+    return out[0], out[1]
+
+  def refresh(self) -> bool:
+    """Loads newer versions now, if any; True when the models changed."""
+    self._last_check = time.monotonic()
+    retrieval_v, ranking_v = self._wanted()
+    current = self._models
+    if retrieval_v is None:
+      return False
+    if current is not None and (current.versions[RETRIEVAL],
+                                current.versions[RANKING]) == (retrieval_v, ranking_v):
+      return False
+    try:
+      models = _Models(self.serving_dir, retrieval_v, ranking_v)
+    except Exception:  # pylint: disable=broad-except
+      if current is None:
+        raise
+      log.exception("Could not load retrieval v%s / ranking v%s; keeping "
+                    "the loaded models", retrieval_v, ranking_v)
+      return False
+    self._models = models  # one assignment: requests see old or new, whole
+    return True
+
+  def _maybe_refresh(self) -> None:
+    if time.monotonic() - self._last_check < self.check_interval:
+      return
+    with self._lock:
+      if self._loading or time.monotonic() - self._last_check < self.check_interval:
+        return
+      self._last_check = time.monotonic()
+      self._loading = True
+
+    def run():
+      try:
+        self.refresh()
+      except Exception:  # pylint: disable=broad-except
+        log.exception("Model refresh failed")
+      finally:
+        self._loading = False
+
+    if self.background_reload:
+      threading.Thread(target=run, name="recommender-reload", daemon=True).start()
+    else:
+      run()
+
+  @property
+  def versions(self) -> Dict[str, Optional[int]]:
+    return dict(self._models.versions)
+
+  @property
+  def catalogue_size(self) -> int:
+    return len(self._models.movie_ids)
+
+  def info(self) -> Dict[str, Any]:
+    m = self._models
+    return {"serving_dir": self.serving_dir, "model_versions": dict(m.versions),
+            "pinned": dict(self.pinned), "catalogue_size": len(m.movie_ids),
+            "known_users": len(m.seen), "ranking_loaded": m.rank_fn is not None}
+
+  # -- recommendations -------------------------------------------------------
+  def recommend(self, user_id, k: int = 10, n_candidates: int = 100,
+                features: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Top-k unseen movies for `user_id` (see the module docstring).
+
+    Raises ValueError for bad arguments (k ≤ 0, k > 1000 or > catalogue,
+    unknown / ill-typed features).
+    """
+    self._maybe_refresh()
+    m = self._models
+    if user_id is None or isinstance(user_id, (bool, float, list, dict)):
+      raise ValueError("user_id must be a string (or integer)")
+    user_id = str(user_id)
+    if not user_id:
+      raise ValueError("user_id must not be empty")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+      raise ValueError("k must be an integer")
+    if k <= 0:
+      raise ValueError("k must be positive")
+    limit = min(MAX_K, len(m.movie_ids))
+    if k > limit:
+      raise ValueError(f"k must be at most {limit} (catalogue has "
+                       f"{len(m.movie_ids)} movies, limit {MAX_K})")
+    if isinstance(n_candidates, bool) or not isinstance(n_candidates, (int, np.integer)):
+      raise ValueError("n_candidates must be an integer")
+    n_candidates = max(int(n_candidates), int(k))
+    given = normalize_features(features)
+
+    # 1. Retrieval.
+    query = _example_from_features(_features_bytes(dict(given, **{F.USER_ID: user_id})))
+    q = m.query_fn(examples=tf.constant([query]))[F.EMBEDDING_OUTPUT]
+    q = q.numpy()[0].astype(np.float32)
+    scores = m.candidates @ q
+    seen = m.seen.get(user_id)
+    known = user_id in m.seen or user_id in m.user_raw
+    masked = scores.copy()
+    if seen is not None and len(seen):
+      masked[seen] = -np.inf
+    n_unseen = len(m.movie_ids) - (0 if seen is None else len(np.unique(seen)))
+    n = min(n_candidates, n_unseen)
+    if n <= 0:
+      top = np.zeros([0], np.int64)
+    elif n < len(masked):
+      top = np.argpartition(-masked, n - 1)[:n]
+      top = top[np.argsort(-masked[top], kind="stable")]
+    else:
+      top = np.argsort(-masked, kind="stable")[:n]
+
+    # 2. Ranking.
+    predicted = None
+    if m.rank_fn is not None and len(top):
+      user_row = dict(m.user_raw.get(user_id, {}))
+      user_row.update(given)
+      user_row[F.USER_ID] = user_id
+      user_bytes = _features_bytes(user_row)
+      batch = [_example_from_features(user_bytes + m.movie_bytes[i]) for i in top]
+      predicted = m.rank_fn(examples=tf.constant(batch))["predictions"].numpy()
+      order = np.argsort(-predicted, kind="stable")
+    else:
+      order = np.arange(len(top))
+    order = order[:k]
+
+    items = []
+    for j in order:
+      i = int(top[j])
+      items.append({
+          "movie_id": m.movie_ids[i], "title": m.titles[i],
+          "genres": [F.GENRE_NAMES[g] if 0 <= g < len(F.GENRE_NAMES) else str(g)
+                     for g in m.genres[i]],
+          "score": float(scores[i]),
+          "predicted_rating": None if predicted is None else float(predicted[j]),
+          "retrieval_rank": int(j) + 1,
+      })
+    messages = []
+    if len(items) < k:
+      messages.append(f"only {len(items)} unseen movies for this user "
+                      f"(asked for {k})")
+    if m.rank_fn is None:
+      messages.append("no ranking model pushed: items are in retrieval order")
+    return {"user_id": user_id, "known_user": known,
+            "model_versions": dict(m.versions), "items": items,
+            "num_unseen": int(n_unseen), "num_candidates": int(len(top)),
+            "ranked": predicted is not None, "partial": len(items) < k,
+            "message": "; ".join(messages) or None}
