@@ -13,3 +13,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # TensorFlow's C++ start-up chatter (CUDA plugin probes on a CPU machine) is
 # noise here; real failures still surface as Python exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import warnings  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+# google-api-core (pulled in by TFX) warns on every start that Python 3.10 is
+# no longer supported by Google's client libraries; TFX 1.16 needs 3.10.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\..*")
