@@ -14,7 +14,8 @@ FROM python:3.10-slim
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     UV_NO_CACHE=1 \
-    TF_USE_LEGACY_KERAS=1
+    TF_USE_LEGACY_KERAS=1 \
+    RECSYS_FILESYSTEM_PLUGINS=s3
 
 WORKDIR /opt/recsys
 
@@ -30,7 +31,11 @@ RUN apt-get update \
 
 # This package (pipeline, components, transform, trainer_modules, common).
 COPY . .
+# s3:// / MinIO for every component, stock ones included: the .pth hook loads
+# tensorflow-io's S3 plugin at interpreter start while RECSYS_FILESYSTEM_PLUGINS
+# names "s3" (common/filesystems.py). Set it to "" for gs:// or local roots only.
 RUN uv pip install --system --no-deps . \
+ && cp docker/recsys_filesystems.pth "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/" \
  && cd / \
  && python -c "import common, pipeline.pipeline, transform.preprocessing, trainer_modules.retrieval, trainer_modules.ranking, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
