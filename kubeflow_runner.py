@@ -19,11 +19,14 @@ nothing is built into wheels at compile time. Files shipped in the package
 import common  # noqa: F401  pylint: disable=unused-import  (first: sets TF_USE_LEGACY_KERAS)
 
 import argparse
+import json
 import os
 import posixpath
+import shlex
 import sys
 from typing import Any, List, Optional
 
+from common import filesystems
 from pipeline import configs
 
 DEFAULT_IMAGE = os.environ.get("RECSYS_IMAGE", "movielens-two-stage:latest")
@@ -60,7 +63,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                  help="where Pushers write (default <pipeline-root>/serving)")
   p.add_argument("--output", default="pipeline.yaml",
                  help="spec file; .yaml/.yml for KFP, .json for Vertex AI")
-  p.add_argument("--beam-args", nargs="*", default=None)
+  p.add_argument("--beam-args", default="",
+                 help="Beam args for the data components, one string: e.g. "
+                      "\"--runner=DataflowRunner --project=P --region=R "
+                      "--temp_location=gs://B/tmp --setup_file=/opt/recsys/"
+                      "setup.py\" (same-named defaults are replaced)")
+  p.add_argument("--retrieval-config", type=json.loads, default={},
+                 help="JSON overriding retrieval trainer settings, e.g. "
+                      "'{\"epochs\": 8, \"distribution_strategy\": "
+                      "\"multi_worker_mirrored\"}'")
+  p.add_argument("--ranking-config", type=json.loads, default={},
+                 help="JSON overriding ranking trainer settings")
   p.add_argument("--image-src-dir", default=IMAGE_SRC_DIR,
                  help="where the image holds this repository (the "
                       "Dockerfile's WORKDIR); package files such as the "
@@ -96,11 +109,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   return args
 
 
+def merged_beam_args(extra: str) -> List[str]:
+  """The default Beam args, with same-named flags replaced by the user's."""
+  user = shlex.split(extra or "")
+  user_keys = {a.split("=", 1)[0] for a in user}
+  return [a for a in configs.BEAM_PIPELINE_ARGS
+          if a.split("=", 1)[0] not in user_keys] + user
+
+
 def compile_pipeline(args: argparse.Namespace) -> str:
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_runner  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
 
   serving_dir = args.serving_dir or args.pipeline_root.rstrip("/") + "/serving"
+  # The data's file list is read at compile time (it picks the schema).
+  for uri in (args.data, args.data_config):
+    filesystems.ensure_scheme(uri)
   p = pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=args.pipeline_root,
@@ -108,7 +132,9 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       data_config=args.data_config,
       split=args.split,
       serving_dir=serving_dir,
-      beam_pipeline_args=args.beam_args,
+      retrieval_config=args.retrieval_config,
+      ranking_config=args.ranking_config,
+      beam_pipeline_args=merged_beam_args(args.beam_args),
   )
   output = os.path.abspath(args.output)
   runner = kfp_runner.KubeflowV2DagRunner(

@@ -1,4 +1,6 @@
 """The same pipeline compiles for Kubeflow Pipelines (KubeflowV2DagRunner)."""
+import json
+
 import yaml
 
 import kubeflow_runner
@@ -38,7 +40,6 @@ def test_each_blessed_model_resolver_keeps_its_stage_filter(tmp_path):
   out = str(tmp_path / "pipeline.json")
   assert kubeflow_runner.main(["--pipeline-root", "gs://bucket/root", "--data", data,
                                "--output", out]) == 0
-  import json
   with open(out) as f:
     spec = json.load(f)
   executors = spec.get("pipelineSpec", spec)["deploymentSpec"]["executors"]
@@ -48,3 +49,29 @@ def test_each_blessed_model_resolver_keeps_its_stage_filter(tmp_path):
         "resolver"]["outputArtifactQueries"].values()
     assert 'schema_title="tfx.ModelBlessing"' in query["filter"]
     assert f'metadata.blessing_stage.string_value="{stage}"' in query["filter"]
+
+
+def test_beam_args_and_trainer_settings_reach_the_spec(tmp_path):
+  """Data components can run on Dataflow/Flink/Spark; trainer settings
+  (e.g. a distribution strategy) travel in the Trainers' custom_config."""
+  data = str(tmp_path / "ml-100k")
+  synthetic_data.write_ml100k(data)
+  out = str(tmp_path / "pipeline.yaml")
+  assert kubeflow_runner.main([
+      "--pipeline-root", "gs://bucket/root", "--data", data, "--output", out,
+      "--beam-args", "--runner=DataflowRunner --project=p1 --region=europe-west1 "
+                     "--direct_running_mode=multi_processing",
+      "--retrieval-config", '{"epochs": 7, "distribution_strategy": "mirrored"}',
+  ]) == 0
+  with open(out) as f:
+    text = f.read()
+  assert "--runner=DataflowRunner" in text and "--project=p1" in text
+  # The user's flag replaced the same-named default instead of duplicating it.
+  assert "--direct_running_mode=multi_processing" in text
+  assert "--direct_running_mode=in_memory" not in text
+  spec = yaml.safe_load(text)
+  tasks = spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
+  custom_config = json.loads(tasks["RetrievalTrainer"]["inputs"]["parameters"][
+      "custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
+  assert custom_config["distribution_strategy"] == "mirrored"
+  assert custom_config["epochs"] == 7
