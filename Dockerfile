@@ -6,7 +6,7 @@
 #
 # KubeflowV2DagRunner compiles each component to the container command
 #   python -m tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor
-# (set as ENTRYPOINT too). Module code (Transform's preprocessing_fn, the
+# (in the spec, so the ENTRYPOINT is free for Beam, see below). Module code (Transform's preprocessing_fn, the
 # Trainers' run_fn, the custom components) comes from this package installed
 # into site-packages, by import path.
 FROM python:3.10-slim
@@ -39,4 +39,11 @@ RUN uv pip install --system --no-deps . \
  && cd / \
  && python -c "import common, pipeline.pipeline, transform.preprocessing, trainer_modules.retrieval, trainer_modules.ranking, tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
-ENTRYPOINT ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+# The same image is the Beam SDK container for Dataflow / Flink / Spark
+# workers (--sdk_container_image, or --environment_config with
+# --environment_type=DOCKER): they then have TFT, TFMA and this package.
+# Beam starts workers through the image's ENTRYPOINT, its boot binary, taken
+# from Beam's own SDK image of the pinned version; Kubeflow ignores the
+# ENTRYPOINT, since the compiled spec gives each container its command.
+COPY --from=apache/beam_python3.10_sdk:2.74.0 /opt/apache/beam /opt/apache/beam
+ENTRYPOINT ["/opt/apache/beam/boot"]

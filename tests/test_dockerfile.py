@@ -52,10 +52,33 @@ def test_sets_legacy_keras_for_every_container():
   assert re.search(r"\bTF_USE_LEGACY_KERAS=1\b", env)
 
 
-def test_entrypoint_is_the_command_kubeflow_v2_compiles():
+def test_kubeflow_command_is_in_the_spec_so_entrypoint_is_beams_boot(tmp_path):
+  """Kubeflow runs the command compiled into the spec; Beam workers (the
+  image as SDK container) start through the ENTRYPOINT, Beam's boot binary
+  from the SDK image of the pinned Beam and Python versions."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import apache_beam  # pylint: disable=g-import-not-at-top
+  import yaml  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
+  from tests import synthetic_data  # pylint: disable=g-import-not-at-top
   [entry] = [arg for word, arg in _instructions() if word == "ENTRYPOINT"]
-  assert tuple(json.loads(entry)) == tuple(kubeflow_v2_dag_runner.KUBEFLOW_TFX_CMD)
+  assert json.loads(entry) == ["/opt/apache/beam/boot"]
+  sdk = (f"apache/beam_python{sys.version_info.major}.{sys.version_info.minor}"
+         f"_sdk:{apache_beam.__version__}")
+  assert ("COPY", f"--from={sdk} /opt/apache/beam /opt/apache/beam") in _instructions()
+
+  data = str(tmp_path / "ml-100k")
+  synthetic_data.write_ml100k(data)
+  out = str(tmp_path / "pipeline.yaml")
+  assert kubeflow_runner.main(["--pipeline-root", "gs://b/root", "--data", data,
+                               "--output", out]) == 0
+  with open(out) as f:
+    spec = yaml.safe_load(f)
+  containers = [e["container"] for e in spec["deploymentSpec"]["executors"].values()
+                if "container" in e]
+  assert containers
+  for container in containers:
+    assert tuple(container["command"]) == tuple(kubeflow_v2_dag_runner.KUBEFLOW_TFX_CMD)
   module = kubeflow_v2_dag_runner.KUBEFLOW_TFX_CMD[-1]
   assert importlib.util.find_spec(module) is not None  # shipped with tfx (in the lock)
 
