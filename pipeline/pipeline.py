@@ -5,9 +5,17 @@ Data flows top to bottom, one component per step:
   MovieLensExampleGen ─ examples (train/eval) + catalogue (every movie)
   StatisticsGen → schema (curated ImportSchemaGen, or SchemaGen for own data)
   ExampleValidator → ValidationGate  (anomalies stop the run here)
+  [spans only] drift_examples (newest span, previous span)
+    → DriftStatisticsGen → DriftGate  (drift beyond thresholds stops it here)
   Transform                          (vocabularies, buckets: transform/)
   ├─ retrieval: Trainer (two-tower) → RetrievalEvaluator → Pusher
   └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → Pusher
+
+With span inputs (data "/data/ml/span-{SPAN}", or {SPAN} in a data config's
+interactions path) the ingestion reads the spans the range config selects
+(default: the newest) and also writes the newest and the previous span
+side by side; the DriftGate runs after the ValidationGate (so invalid data
+is reported as such, not as drift) and Transform waits for both gates.
 
 Each evaluator compares against the latest blessed model *of its own
 stage* (resolvers filtered by producer), and each Pusher only pushes a
@@ -29,6 +37,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from components.ingestion import MovieLensExampleGen
 from components.ingestion import custom_source
 from components.ingestion import detect_source_family
+from components.drift_gate import DriftGate
 from components.validation_gate import ValidationGate
 from pipeline import configs
 from pipeline import schemas
@@ -42,6 +51,23 @@ def is_implicit(data_config: str) -> bool:
   """Whether a user's data config declares implicit feedback (no ratings)."""
   return bool(data_config) and bool(
       custom_source.load_config(data_config).get("implicit", False))
+
+
+DRIFT_STATISTICS_GEN_ID = "DriftStatisticsGen"
+
+
+def span_range_config(range_config=None, rolling_spans: Optional[int] = None):
+  """The span window: a RangeConfig (proto, dict or JSON), or the last N.
+
+  rolling_spans=N is short for {"rolling_range": {"num_spans": N}}.
+  """
+  if rolling_spans is not None:
+    if range_config:
+      raise ValueError("Give range_config or rolling_spans, not both")
+    if int(rolling_spans) < 1:
+      raise ValueError(f"rolling_spans must be >= 1, got {rolling_spans}")
+    return {"rolling_range": {"num_spans": int(rolling_spans)}}
+  return range_config or None
 
 
 def create_pipeline(
@@ -61,6 +87,9 @@ def create_pipeline(
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
     enable_cache: bool = True,
+    range_config=None,
+    rolling_spans: Optional[int] = None,
+    drift_thresholds: Optional[Dict[str, Optional[float]]] = None,
 ) -> tfx_pipeline.Pipeline:
   """Wires ingestion → validation → Transform → two trainer branches.
 
@@ -72,13 +101,20 @@ def create_pipeline(
     data_config: path of a data config file for a user's own interactions.
     enable_retrieval / enable_ranking: build each branch (ranking needs
       explicit ratings; it is switched off for implicit-feedback data).
+    range_config: for span data ({SPAN} in data or in the data config's
+      interactions path), which spans to read: a TFX RangeConfig, its dict
+      or JSON; None: the newest span.
+    rolling_spans: short for a rolling range of the last N spans.
+    drift_thresholds: per-feature overrides of configs.DRIFT_THRESHOLDS
+      (None removes a feature from the drift check); span data only.
   """
   components = []
 
   # 1. Ingest: ratings as tf.Examples (train/eval) and the movie catalogue.
   example_gen = MovieLensExampleGen(
       source=data, data_config=data_config, split=split,
-      eval_fraction=eval_fraction, max_bad_row_fraction=max_bad_row_fraction)
+      eval_fraction=eval_fraction, max_bad_row_fraction=max_bad_row_fraction,
+      range_config=span_range_config(range_config, rolling_spans))
   components.append(example_gen)
 
   # 2. Validate: statistics, the schema (curated per source family) and a
@@ -100,6 +136,24 @@ def create_pipeline(
   gate = ValidationGate(anomalies=example_validator.outputs["anomalies"])
   components.append(gate)
 
+  # 2b. Spans: the newest span against the one before it.
+  drift_gate = None
+  if example_gen.uses_spans:
+    drift_statistics_gen = StatisticsGen(
+        examples=example_gen.outputs["drift_examples"]).with_id(
+            DRIFT_STATISTICS_GEN_ID)
+    drift_gate = DriftGate(
+        statistics=drift_statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        examples=example_gen.outputs["drift_examples"],
+        thresholds=dict(configs.DRIFT_THRESHOLDS, **(drift_thresholds or {})))
+    drift_gate.add_upstream_node(gate)  # invalid data is not reported as drift
+    components += [drift_statistics_gen, drift_gate]
+  elif drift_thresholds:
+    logging.warning("drift_thresholds ignored: %s has no {SPAN} pattern, so "
+                    "there is no previous span to compare with",
+                    data or data_config)
+
   # 3. Transform: vocabularies and features for both trainers, computed once.
   transform = Transform(
       examples=example_gen.outputs["examples"],
@@ -108,6 +162,8 @@ def create_pipeline(
       custom_config=dict(configs.TRANSFORM_CONFIG, **(transform_config or {})),
       disable_statistics=configs.TRANSFORM_DISABLE_STATISTICS)
   transform.add_upstream_node(gate)  # nothing trains on data that failed validation
+  if drift_gate is not None:
+    transform.add_upstream_node(drift_gate)  # ... nor on drifted data
   components.append(transform)
 
   if enable_retrieval:

@@ -150,3 +150,31 @@ def raw_rows(data: Dict[str, object]) -> Dict[str, list]:
     })
     ratings.append(row)
   return {"ratings": ratings, "catalogue": catalogue}
+
+
+def write_spans(root: str, spans=(1, 2), name: str = "span-{}",
+                **kwargs) -> str:
+  """Writes one ml-100k folder per span number; returns the {SPAN} pattern.
+
+  Span n uses seed n (same users and movies, other ratings), so consecutive
+  spans look alike, as consecutive deliveries of one service do. kwargs go
+  to write_ml100k.
+  """
+  for span in spans:
+    write_ml100k(os.path.join(root, name.format(span)),
+                 **dict(kwargs, seed=kwargs.get("seed", 0) + span))
+  return os.path.join(root, name.format("{SPAN}"))
+
+
+def invert_ratings(path: str) -> None:
+  """Rewrites u.data with every rating r as 6 - r: valid, but drifted.
+
+  Every value stays in the schema's domain (1..5), so only a drift check,
+  not schema validation, can tell that the ratings turned upside down.
+  """
+  data_file = os.path.join(path, "u.data")
+  with open(data_file) as f:
+    rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+  with open(data_file, "w") as f:
+    for u, m, r, t in rows:
+      f.write(f"{u}\t{m}\t{6 - int(r)}\t{t}\n")

@@ -3,7 +3,8 @@
     from components.ingestion import MovieLensExampleGen
     from components.ingestion import IngestionError, detect_source_family
 
-`sources`, `custom_source` and `ingest` are plain Python (no TFX import);
+`sources`, `custom_source`, `spans` and `ingest` are plain Python (TFX is
+imported only by `spans` when ``{SPAN}`` patterns are used);
 `MovieLensExampleGen` (component.py, executor.py) is loaded on first use.
 """
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)

@@ -9,7 +9,16 @@ Outputs two Examples artifacts (GZIP TFRecords of tf.Example in TFX's
   implicit (int 0/1: 1 when the data has no user_rating);
 * ``catalogue``: split ``catalogue``, one example per movie of the source
   (movie_id, movie_title, movie_genres), rated or not; custom properties
-  num_movies (int), source, source_family (str).
+  num_movies (int), source, source_family (str);
+* ``drift_examples`` (only for a ``{SPAN}`` pattern): split ``current``
+  (every rating of the newest span) and, when an earlier span exists,
+  ``previous`` (the span before it): the input of the drift check
+  (components/drift_gate.py); custom properties current_span,
+  previous_span, num_examples_current, num_examples_previous.
+
+With spans (components/ingestion/spans.py) every artifact's ``span`` is the
+newest span read and ``examples`` has the custom property ``spans`` (the
+span numbers of the union, e.g. "3,4,5").
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components.ingestion import executor
+from components.ingestion import spans
 
 
 class MovieLensExampleGenSpec(types.ComponentSpec):
@@ -37,6 +47,8 @@ class MovieLensExampleGenSpec(types.ComponentSpec):
       executor.EVAL_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
       executor.MAX_BAD_ROW_FRACTION_KEY: ExecutionParameter(type=float,
                                                             optional=True),
+      # RangeConfig as JSON (as stock ExampleGen's range_config), "" = none.
+      executor.RANGE_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
       # Not read by the executor: it is part of the cache key, so new data
       # under the same path is ingested again instead of served from cache.
       "source_fingerprint": ExecutionParameter(type=str, optional=True),
@@ -46,6 +58,9 @@ class MovieLensExampleGenSpec(types.ComponentSpec):
       executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
       executor.CATALOGUE_KEY: ChannelParameter(
           type=standard_artifacts.Examples),
+      # Present only when the source is a {SPAN} pattern.
+      executor.DRIFT_EXAMPLES_KEY: ChannelParameter(
+          type=standard_artifacts.Examples, optional=True),
   }
 
 
@@ -54,13 +69,22 @@ def source_fingerprint(source: str, data_config: str = "") -> str:
 
   TFX caches a component by its parameters and inputs. A GroupLens folder
   or a data config path stays the same when its files are replaced, so the
-  fingerprint of those files goes into the parameters. TFDS names and remote
-  URIs are versioned by their own names and return "".
+  fingerprint of those files goes into the parameters. With a ``{SPAN}``
+  pattern it covers every matching span (their numbers and paths, and the
+  files of local ones), so a new span is ingested instead of served from
+  the cache, whatever the span window. TFDS names and remote URIs are
+  versioned by their own names and return "".
   """
   paths = [p for p in (source, data_config) if p and os.path.exists(p)]
   if data_config and os.path.isfile(data_config):
     paths.append(os.path.dirname(os.path.abspath(data_config)))
   entries = []
+  pattern = spans.source_pattern(source, data_config)
+  if pattern:
+    for span, path in sorted(spans.find_spans(pattern).items()):
+      entries.append(f"span {span}: {path}")
+      if os.path.exists(path):
+        paths.append(path)
   for path in paths:
     if os.path.isfile(path):
       files = [path]
@@ -91,6 +115,10 @@ class MovieLensExampleGen(base_component.BaseComponent):
     eval_fraction: share of eval ratings for "random" and "time".
     max_bad_row_fraction: rows that cannot be parsed fail the run at the first
       one when 0; otherwise up to this fraction of them is skipped.
+    range_config: for a ``{SPAN}`` pattern (``/data/ml/span-{SPAN}``, or in
+      the data config's interactions.path), the spans to read: a TFX
+      RangeConfig proto, its dict or JSON (``{"rolling_range": {"num_spans":
+      3}}``); None reads the newest span. See spans.py.
   """
 
   SPEC_CLASS = MovieLensExampleGenSpec
@@ -99,8 +127,21 @@ class MovieLensExampleGen(base_component.BaseComponent):
   def __init__(self, source: str = "", data_config: str = "",
                split: str = "random", eval_fraction: float = 0.2,
                max_bad_row_fraction: float = 0.0,
+               range_config=None,
                examples: Optional[types.Channel] = None,
                catalogue: Optional[types.Channel] = None):
+    uses_spans = bool(spans.source_pattern(source, data_config))
+    range_json = spans.range_config_json(range_config)
+    if range_json and not uses_spans:
+      raise ValueError(
+          f"range_config {range_json} needs a {{SPAN}} pattern, but "
+          f"{source or data_config!r} has none (e.g. /data/ml/span-{{SPAN}})")
+    optional = {}
+    if range_json:  # absent otherwise: the cache key of span-less runs stays
+      optional[executor.RANGE_CONFIG_KEY] = range_json
+    if uses_spans:
+      optional[executor.DRIFT_EXAMPLES_KEY] = types.Channel(
+          type=standard_artifacts.Examples)
     spec = MovieLensExampleGenSpec(
         source=source or "",
         data_config=data_config or "",
@@ -109,5 +150,11 @@ class MovieLensExampleGen(base_component.BaseComponent):
         max_bad_row_fraction=float(max_bad_row_fraction),
         source_fingerprint=source_fingerprint(source, data_config),
         examples=examples or types.Channel(type=standard_artifacts.Examples),
-        catalogue=catalogue or types.Channel(type=standard_artifacts.Examples))
+        catalogue=catalogue or types.Channel(type=standard_artifacts.Examples),
+        **optional)
     super().__init__(spec=spec)
+
+  @property
+  def uses_spans(self) -> bool:
+    """Whether the source is a {SPAN} pattern (and drift_examples exists)."""
+    return executor.DRIFT_EXAMPLES_KEY in self.outputs

@@ -67,6 +67,11 @@ Decisions:
   timestamp columns. Without a timestamp column rows carry no timestamp and
   only split: random is possible.
 * A user of the log missing from the users table gets no user features.
+* Spans: ``interactions.path`` may hold TFX's ``{SPAN}`` placeholder
+  (``events/span-{SPAN}.csv``); components/ingestion/spans.py selects the
+  spans to read. ``users.path`` / ``items.path`` may hold it too: each span's
+  interactions then join that span's own tables; without it one table serves
+  every span.
 """
 from __future__ import annotations
 
@@ -140,11 +145,34 @@ def _resolve(config_path: str, path: str) -> str:
   return os.path.join(os.path.dirname(config_path), path)
 
 
+def span_pattern(config_path: str) -> str:
+  """The interactions path when it holds ``{SPAN}`` (resolved), else ""."""
+  from components.ingestion import spans  # pylint: disable=g-import-not-at-top
+  config = load_config(config_path)
+  path = _resolve(config_path, str(config["interactions"]["path"]))
+  for key in ("users", "items"):
+    section = config.get(key) or {}
+    if spans.has_span(str(section.get("path", ""))) and not spans.has_span(path):
+      raise IngestionError(
+          f"data_config {config_path}: {key}.path has {{SPAN}} but "
+          f"interactions.path ({path}) does not; spans are defined by the "
+          f"interactions file")
+  return path if spans.has_span(path) else ""
+
+
 class _Table:
   """A CSV or Parquet file, streamed as (row number, {column: value})."""
 
-  def __init__(self, config_path: str, section: dict, what: str):
+  def __init__(self, config_path: str, section: dict, what: str,
+               span: Optional[int] = None):
+    from components.ingestion import spans  # pylint: disable=g-import-not-at-top
     self.path = _resolve(config_path, str(section["path"]))
+    if spans.has_span(self.path):
+      if span is None:
+        raise IngestionError(
+            f"data_config {config_path}: {what} path {self.path} has {{SPAN}}; "
+            f"read it through a span selection (source pattern) instead")
+      self.path = spans.fill(self.path, span)
     self.display = self.path
     fmt = section.get("format")
     if not fmt:
@@ -275,13 +303,16 @@ class CustomSource(sources.Source):
   family = "custom"
 
   def __init__(self, config_path: str,
-               tracker: Optional[BadRowTracker] = None):
-    super().__init__(f"data_config:{config_path}", tracker)
+               tracker: Optional[BadRowTracker] = None,
+               span: Optional[int] = None):
+    name = f"data_config:{config_path}"
+    super().__init__(name if span is None else f"{name} span {span}", tracker)
     self.config_path = config_path
+    self.span = span  # fills {SPAN} in the table paths (spans.py)
     config = load_config(config_path)
     self.implicit = bool(config.get("implicit", False))
     inter = config["interactions"]
-    self.table = _Table(config_path, inter, "interactions")
+    self.table = _Table(config_path, inter, "interactions", span)
     cols = inter.get("columns") or {}
     if not isinstance(cols, dict):
       raise IngestionError(f"data_config {config_path}: interactions.columns "
@@ -312,6 +343,7 @@ class CustomSource(sources.Source):
     self.movies: Optional[Dict[str, Row]] = None
     self.users: Dict[str, Row] = {}
     self.seen: Dict[str, None] = {}
+    self.items_file = ""  # the items file read (its {SPAN} filled), for errors
 
   def _feature_map(self, mapping, where) -> Dict[str, str]:
     if not mapping:
@@ -339,7 +371,7 @@ class CustomSource(sources.Source):
 
   def _load_users(self) -> None:
     section = self.users_section
-    table = _Table(self.config_path, section, "users")
+    table = _Table(self.config_path, section, "users", self.span)
     id_column = section.get("id")
     if not id_column:
       raise IngestionError(f"data_config {self.config_path}: users.id (the "
@@ -363,7 +395,8 @@ class CustomSource(sources.Source):
 
   def _load_items(self) -> None:
     section = self.items_section
-    table = _Table(self.config_path, section, "items")
+    table = _Table(self.config_path, section, "items", self.span)
+    self.items_file = table.display
     cols = section.get("columns") or {}
     unknown = set(cols) - {"item", "title", "genres"}
     if unknown or not cols.get("item"):
@@ -438,8 +471,7 @@ class CustomSource(sources.Source):
     self.prepare()
     cols = self.columns
     catalogue = self.movies if self.items_section else None
-    items_file = (_resolve(self.config_path, self.items_section["path"])
-                  if self.items_section else "")
+    items_file = self.items_file
 
     def interaction(values) -> Row:
       if values is None:

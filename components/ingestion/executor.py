@@ -14,6 +14,8 @@ from components.ingestion import ingest
 
 EXAMPLES_KEY = "examples"
 CATALOGUE_KEY = "catalogue"
+DRIFT_EXAMPLES_KEY = "drift_examples"
+RANGE_CONFIG_KEY = "range_config"
 SOURCE_KEY = "source"
 DATA_CONFIG_KEY = "data_config"
 SPLIT_KEY = "split"
@@ -38,6 +40,8 @@ class Executor(base_executor.BaseExecutor):
     self._log_startup(input_dict, output_dict, exec_properties)
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     catalogue = artifact_utils.get_single_instance(output_dict[CATALOGUE_KEY])
+    drift = (artifact_utils.get_single_instance(output_dict[DRIFT_EXAMPLES_KEY])
+             if output_dict.get(DRIFT_EXAMPLES_KEY) else None)
 
     def prop(key, default):
       value = exec_properties.get(key)
@@ -49,10 +53,13 @@ class Executor(base_executor.BaseExecutor):
         split=prop(SPLIT_KEY, "random"),
         eval_fraction=float(prop(EVAL_FRACTION_KEY, 0.2)),
         max_bad_row_fraction=float(prop(MAX_BAD_ROW_FRACTION_KEY, 0.0)),
-        examples_dir=examples.uri, catalogue_dir=catalogue.uri)
+        examples_dir=examples.uri, catalogue_dir=catalogue.uri,
+        range_config=prop(RANGE_CONFIG_KEY, "") or None,
+        drift_dir=drift.uri if drift is not None else None)
+    span = summary.span if summary.span is not None else 0
 
     _mark_examples(examples, [ingest.TRAIN, ingest.EVAL])
-    examples.span = 0
+    examples.span = span
     for name, count in summary.num_examples.items():
       examples.set_int_custom_property(f"num_examples_{name}", count)
     examples.set_int_custom_property("num_bad_rows", summary.num_bad_rows)
@@ -61,10 +68,36 @@ class Executor(base_executor.BaseExecutor):
     examples.set_string_custom_property("split", summary.split)
     examples.set_int_custom_property("implicit", int(summary.implicit))
 
+    if summary.spans:
+      # Which spans the examples are the union of (span = the newest).
+      examples.set_string_custom_property(
+          "spans", ",".join(str(s) for s in summary.spans))
+
     _mark_examples(catalogue, [ingest.CATALOGUE])
-    catalogue.span = 0
+    catalogue.span = span
     catalogue.set_int_custom_property("num_movies", summary.num_movies)
     catalogue.set_string_custom_property("source", summary.source)
     catalogue.set_string_custom_property("source_family",
                                          summary.source_family)
     logging.info("MovieLensExampleGen: %s", summary)
+
+    if drift is not None:
+      _mark_drift(drift, summary)
+
+
+def _mark_drift(drift: types.Artifact, summary: ingest.IngestionSummary
+                ) -> None:
+  """Split names and span properties of the drift examples.
+
+  Without spans (a plain folder given with a drift output) the artifact has
+  no splits; the DriftGate then has nothing to compare and passes.
+  """
+  splits = list(summary.num_drift_examples)
+  _mark_examples(drift, splits)
+  drift.span = summary.span if summary.span is not None else 0
+  if summary.span is not None:
+    drift.set_int_custom_property("current_span", summary.span)
+  if summary.previous_span is not None:
+    drift.set_int_custom_property("previous_span", summary.previous_span)
+  for name, count in summary.num_drift_examples.items():
+    drift.set_int_custom_property(f"num_examples_{name}", count)

@@ -19,6 +19,19 @@ Splits:
 * ``u1``..``u5``, ``ua``, ``ub`` (ml-100k folders/zips only): train =
   ``<fold>.base``, eval = ``<fold>.test``.
 
+Spans (a ``{SPAN}`` pattern, components/ingestion/spans.py): the ratings of
+the spans `range_config` selects (default: the newest) are read as one union
+and split as above; the examples carry the newest span number. With
+`drift_dir` the data of the drift check is written besides:
+
+* ``<drift_dir>/Split-current/...``: every rating of the newest span;
+* ``<drift_dir>/Split-previous/...``: every rating of the span before it,
+  when there is one.
+
+These re-read the spans with bad-row reporting paused: the newest span was
+counted (and its bad rows enforced) in the main pass, and the previous span
+only serves as the drift baseline.
+
 Writing streams row by row (memory: the movie and user tables, plus the
 timestamps for the time split).
 """
@@ -33,9 +46,11 @@ from typing import Dict, List, Optional
 
 from common import features
 from components.ingestion import sources
+from components.ingestion import spans as spans_lib
 from components.ingestion.sources import BadRowTracker, IngestionError
 
 TRAIN, EVAL, CATALOGUE = "train", "eval", "catalogue"
+CURRENT, PREVIOUS = "current", "previous"  # splits of the drift examples
 SPLITS = ("random", "time") + sources.ML100K_FOLDS
 FILE_NAME = "data_tfrecord-00000-of-00001.gz"
 
@@ -51,6 +66,11 @@ class IngestionSummary:
   num_bad_rows: int
   implicit: bool
   problems: List[str]
+  # Spans (empty / None without a {SPAN} pattern).
+  spans: List[int] = dataclasses.field(default_factory=list)
+  span: Optional[int] = None  # the newest span read
+  previous_span: Optional[int] = None  # the drift baseline
+  num_drift_examples: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def split_file(base_dir: str, split_name: str) -> str:
@@ -104,12 +124,27 @@ def check_split(split: str, eval_fraction: float) -> None:
 def ingest(source: str = "", data_config: str = "", split: str = "random",
            eval_fraction: float = 0.2, max_bad_row_fraction: float = 0.0, *,
            examples_dir: str, catalogue_dir: str,
-           tfds_data_dir: Optional[str] = None) -> IngestionSummary:
-  """Writes the train/eval examples and the catalogue; returns the counts."""
+           tfds_data_dir: Optional[str] = None, range_config=None,
+           drift_dir: Optional[str] = None) -> IngestionSummary:
+  """Writes the train/eval examples and the catalogue; returns the counts.
+
+  range_config (a RangeConfig, its dict or JSON) selects the spans of a
+  ``{SPAN}`` pattern; drift_dir receives the current/previous span splits.
+  """
   split = (split or "random").strip()
   check_split(split, eval_fraction)
   tracker = BadRowTracker(max_bad_row_fraction)
-  reader = sources.open_source(source, data_config, tracker, tfds_data_dir)
+  pattern = spans_lib.source_pattern(source, data_config)
+  selection = spans_lib.resolve(pattern, range_config) if pattern else None
+  if selection is not None:
+    logging.info("Spans of %s: %s available, reading %s (%s)", pattern,
+                 sorted(selection.available), selection.spans,
+                 spans_lib.describe_range(range_config))
+    reader = sources.open_spans(selection, selection.spans,
+                                (data_config or "").strip(), tracker)
+  else:
+    reader = sources.open_source(source, data_config, tracker, tfds_data_dir,
+                                 range_config)
   try:
     if split in sources.ML100K_FOLDS and f"{split}.base" not in reader.parts:
       raise IngestionError(
@@ -142,13 +177,48 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
     logging.info("Wrote %d train and %d eval examples, %d catalogue movies "
                  "(%d bad rows skipped)", counts[TRAIN], counts[EVAL],
                  catalogue.count, tracker.bad)
-    return IngestionSummary(
+    summary = IngestionSummary(
         source=reader.name, source_family=reader.family, split=split,
         num_examples=counts, num_movies=catalogue.count,
         num_bad_rows=tracker.bad, implicit=reader.implicit,
         problems=list(tracker.problems))
   finally:
     reader.close()
+  if selection is not None:
+    summary.spans = list(selection.spans)
+    summary.span = selection.newest
+    summary.previous_span = selection.previous
+    if drift_dir:
+      summary.num_drift_examples = write_drift_examples(
+          selection, (data_config or "").strip(), drift_dir)
+  return summary
+
+
+def write_drift_examples(selection: spans_lib.SpanSelection, data_config: str,
+                         drift_dir: str) -> Dict[str, int]:
+  """Writes the newest span (current) and the one before it (previous)."""
+  counts = {}
+  parts = [(CURRENT, selection.newest)]
+  if selection.previous is not None:
+    parts.append((PREVIOUS, selection.previous))
+  for name, span in parts:
+    tracker = BadRowTracker(0.0)
+    reader = sources.open_spans(selection, [span], data_config, tracker)
+    writer = _Writer(drift_dir, name)
+    try:
+      with tracker.paused():  # see the module docstring
+        for row in reader.ratings():
+          writer.write(row)
+    finally:
+      writer.close()
+      reader.close()
+    if not writer.count:
+      raise IngestionError(f"span {span} ({selection.path(span)}) has no "
+                           f"ratings; a span must hold data")
+    counts[name] = writer.count
+  logging.info("Drift examples: %s", ", ".join(
+      f"{n} (span {s}): {counts[n]}" for n, s in parts))
+  return counts
 
 
 def _progress(writers) -> None:

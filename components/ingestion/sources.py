@@ -24,6 +24,11 @@ Sources (the `source` string of `open_source`):
     ``movies.csv`` (UTF-8 CSV with a header, genres separated by ``|``).
 * a user's own interaction log described by a YAML/JSON ``data_config``; see
   `components.ingestion.custom_source` for its keys.
+* span-numbered deliveries of either: a ``{SPAN}`` pattern such as
+  ``/data/ml/span-{SPAN}`` (each match a complete GroupLens folder or zip)
+  or ``{SPAN}`` in a data config's interactions path. `open_source` reads
+  the spans a RangeConfig selects as one `MultiSpanSource` (see
+  `components.ingestion.spans`).
 
 Encodings match TFDS (and `tensorflow_datasets.structured.movielens_parsing`,
 which the tests compare against): genre names map to ids of
@@ -772,36 +777,145 @@ def tfds_config(source: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Entry points.
-def open_source(source: str = "", data_config: str = "",
-                tracker: Optional[BadRowTracker] = None,
-                tfds_data_dir: Optional[str] = None) -> Source:
-  """The reader of `source` (a TFDS name or GroupLens path) or data_config."""
-  source = (source or "").strip()
-  data_config = (data_config or "").strip()
-  if source and data_config:
-    raise IngestionError(
-        f"Give either source ({source!r}) or data_config ({data_config!r}), "
-        f"not both")
+# Spans.
+class MultiSpanSource(Source):
+  """The union of several spans, each its own (self-contained) source.
+
+  Every rating is joined with the movie and user tables of its own span (a
+  span folder is a complete GroupLens data set as of its delivery). The
+  catalogue is the union of the spans' catalogues, the newest span's entry
+  winning for a movie in several: every rated movie stays in the catalogue
+  (the retrieval index needs it) and titles/genres are the latest known.
+  """
+
+  def __init__(self, spans: List[Tuple[int, Source]], name: str,
+               tracker: BadRowTracker):
+    super().__init__(name, tracker)
+    self.spans = sorted(spans, key=lambda s: s[0])
+    first_span, first = self.spans[0]
+    for span, reader in self.spans[1:]:
+      if (reader.family, reader.implicit) != (first.family, first.implicit):
+        raise IngestionError(
+            f"span {span} ({reader.name}) is {reader.family!r} data"
+            f"{' (implicit)' if reader.implicit else ''} but span "
+            f"{first_span} ({first.name}) is {first.family!r}"
+            f"{' (implicit)' if first.implicit else ''}; every span of one "
+            f"pattern must have the same format")
+    self.family = first.family
+    self.implicit = first.implicit
+
+  def prepare(self) -> None:
+    for _, reader in self.spans:
+      reader.prepare()
+
+  def ratings(self, part: Optional[str] = None) -> Iterator[Row]:
+    if part is not None:
+      raise IngestionError(f"{self.name} has no part {part!r} (parts such as "
+                           f"ml-100k folds need one folder, not spans)")
+    for span, reader in self.spans:
+      logging.info("Reading span %d: %s", span, reader.name)
+      yield from reader.ratings()
+
+  def catalogue(self) -> Iterator[Row]:
+    movies: Dict[str, Row] = {}
+    for _, reader in self.spans:
+      for movie in reader.catalogue():
+        movies.pop(movie["movie_id"], None)  # newest last, in newest order
+        movies[movie["movie_id"]] = movie
+    yield from movies.values()
+
+  def close(self) -> None:
+    for _, reader in self.spans:
+      reader.close()
+
+
+def _open_one(source: str, data_config: str, tracker: BadRowTracker,
+              tfds_data_dir: Optional[str], span: Optional[int] = None
+              ) -> Source:
   if data_config:
     from components.ingestion import custom_source  # pylint: disable=g-import-not-at-top
-    return custom_source.CustomSource(data_config, tracker)
-  if not source:
-    raise IngestionError("No data: give source (a 'tfds:movielens/<config>' "
-                         "name or a GroupLens folder/.zip) or data_config")
+    return custom_source.CustomSource(data_config, tracker, span=span)
   if source.startswith(TFDS_PREFIX):
     return TfdsSource(source, tracker, tfds_data_dir)
   files, reader = _grouplens_files(source)
   return reader(files, source, tracker)
 
 
+def open_spans(selection, spans: Sequence[int], data_config: str = "",
+               tracker: Optional[BadRowTracker] = None) -> Source:
+  """One reader over `spans` of a `spans.SpanSelection` (union of ratings)."""
+  tracker = tracker or BadRowTracker()
+  readers: List[Tuple[int, Source]] = []
+  try:
+    for span in spans:
+      readers.append((span, _open_one(
+          "" if data_config else selection.path(span), data_config, tracker,
+          None, span)))
+  except Exception:
+    for _, reader in readers:
+      reader.close()
+    raise
+  names = ", ".join(str(s) for s in spans)
+  return MultiSpanSource(readers, f"{selection.pattern} (span {names})",
+                         tracker)
+
+
+# ---------------------------------------------------------------------------
+# Entry points.
+def _check_source_args(source: str, data_config: str) -> None:
+  if source and data_config:
+    raise IngestionError(
+        f"Give either source ({source!r}) or data_config ({data_config!r}), "
+        f"not both")
+  if not source and not data_config:
+    raise IngestionError("No data: give source (a 'tfds:movielens/<config>' "
+                         "name or a GroupLens folder/.zip) or data_config")
+  if source.startswith(TFDS_PREFIX) and "{SPAN" in source:
+    raise IngestionError(f"{source!r}: TFDS sources have no spans; {{SPAN}} "
+                         f"patterns are for GroupLens folders/zips and data "
+                         f"configs")
+
+
+def open_source(source: str = "", data_config: str = "",
+                tracker: Optional[BadRowTracker] = None,
+                tfds_data_dir: Optional[str] = None,
+                range_config=None) -> Source:
+  """The reader of `source` (a TFDS name or GroupLens path) or data_config.
+
+  A ``{SPAN}`` pattern (in source or in the data config's interactions
+  path) reads the spans `range_config` selects (components/ingestion/spans.py)
+  as one source.
+  """
+  from components.ingestion import spans  # pylint: disable=g-import-not-at-top
+  source = (source or "").strip()
+  data_config = (data_config or "").strip()
+  _check_source_args(source, data_config)
+  tracker = tracker or BadRowTracker()
+  pattern = spans.source_pattern(source, data_config)
+  if pattern:
+    selection = spans.resolve(pattern, range_config)
+    return open_spans(selection, selection.spans, data_config, tracker)
+  if spans.parse_range_config(range_config) is not None:
+    raise IngestionError(
+        f"range_config is set but {source or data_config} has no {{SPAN}} "
+        f"pattern to select spans from")
+  return _open_one(source, data_config, tracker, tfds_data_dir)
+
+
 def detect_source_family(source: str = "", data_config: str = "") -> str:
-  """'100k', '1m', 'current' or 'custom', from names and file lists only."""
+  """'100k', '1m', 'current' or 'custom', from names and file lists only.
+
+  For a ``{SPAN}`` pattern, the newest span's files tell.
+  """
   source = (source or "").strip()
   if (data_config or "").strip():
     return "custom"
   if source.startswith(TFDS_PREFIX):
     return TFDS_CONFIGS[tfds_config(source)]
+  if "{SPAN" in source:
+    from components.ingestion import spans  # pylint: disable=g-import-not-at-top
+    found = spans.find_spans(source)
+    source = found[max(found)]
   files, reader = _grouplens_files(source)
   try:
     if reader is MovieLens1M:
