@@ -74,6 +74,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       "\"multi_worker_mirrored\"}'")
   p.add_argument("--ranking-config", type=json.loads, default={},
                  help="JSON overriding ranking trainer settings")
+  g = p.add_argument_group("span data (--data with {SPAN}, e.g. gs://B/ml/span-{SPAN})")
+  g.add_argument("--rolling-spans", type=int, default=None, metavar="N",
+                 help="train on the last N spans (default: the newest)")
+  g.add_argument("--range-config", type=json.loads, default=None,
+                 help="a TFX RangeConfig as JSON, e.g. '{\"static_range\": "
+                      "{\"start_span_number\": 2, \"end_span_number\": 4}}'")
+  g.add_argument("--drift-thresholds", type=json.loads, default=None,
+                 help="JSON {feature: threshold or null} over the defaults "
+                      "in pipeline/configs.py DRIFT_THRESHOLDS")
   p.add_argument("--image-src-dir", default=IMAGE_SRC_DIR,
                  help="where the image holds this repository (the "
                       "Dockerfile's WORKDIR); package files such as the "
@@ -134,6 +143,9 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       serving_dir=serving_dir,
       retrieval_config=args.retrieval_config,
       ranking_config=args.ranking_config,
+      range_config=args.range_config,
+      rolling_spans=args.rolling_spans,
+      drift_thresholds=args.drift_thresholds,
       beam_pipeline_args=merged_beam_args(args.beam_args),
   )
   output = os.path.abspath(args.output)
@@ -155,12 +167,31 @@ def _postprocess(path: str, image_src_dir: str) -> None:
   with open(path) as f:
     spec = json.load(f) if is_json else yaml.safe_load(f)
   _keep_stage_filters(spec)
+  _always_ingest(spec)
   spec = _to_image_paths(spec, image_src_dir)
   with open(path, "w") as f:
     if is_json:
       json.dump(spec, f, indent=2, sort_keys=True)
     else:
       yaml.safe_dump(spec, f, sort_keys=False)
+
+
+INGESTION_TASK = "MovieLensExampleGen"
+
+
+def _always_ingest(spec: dict) -> None:
+  """Turns KFP's cache off for the ingestion task.
+
+  Locally, MovieLensExampleGen's cache key holds a fingerprint of the files
+  behind the source, taken each time the pipeline is built. A compiled spec
+  freezes that fingerprint, so a recurring run of it would be served the
+  first run's examples forever and never see a new span or new files. The
+  ingestion therefore always runs on Kubeflow. Its new examples artifact is
+  a new input downstream, so each scheduled run retrains: what a schedule
+  asks for.
+  """
+  tasks = spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
+  tasks[INGESTION_TASK].setdefault("cachingOptions", {})["enableCache"] = False
 
 
 def _keep_stage_filters(spec: dict) -> None:

@@ -27,6 +27,10 @@ def test_compiles_to_a_kfp_yaml_spec_with_every_component(tmp_path):
   # Transform waits for the validation gate, trainers for Transform.
   assert "ValidationGate" in tasks["Transform"].get("dependentTasks", [])
   assert "Transform" in tasks["RankingTrainer"]["dependentTasks"]
+  # A compiled spec freezes the data fingerprint: a recurring run must
+  # ingest anew instead of hitting KFP's cache.
+  assert tasks["MovieLensExampleGen"]["cachingOptions"]["enableCache"] is False
+  assert tasks["Transform"]["cachingOptions"]["enableCache"] is True
   executors = (spec.get("pipelineSpec", spec)["deploymentSpec"]["executors"])
   images = {e["container"]["image"] for e in executors.values() if "container" in e}
   assert images == {"example.com/recsys:1"}
@@ -75,3 +79,25 @@ def test_beam_args_and_trainer_settings_reach_the_spec(tmp_path):
       "custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
   assert custom_config["distribution_strategy"] == "mirrored"
   assert custom_config["epochs"] == 7
+
+
+def test_span_data_compiles_with_the_drift_gate_and_window(tmp_path):
+  pattern = synthetic_data.write_spans(str(tmp_path / "spans"), spans=(1, 2, 3))
+  out = str(tmp_path / "pipeline.yaml")
+  assert kubeflow_runner.main([
+      "--pipeline-root", "gs://bucket/root", "--data", pattern, "--output", out,
+      "--rolling-spans", "2", "--drift-thresholds", '{"user_rating": 0.02}']) == 0
+  with open(out) as f:
+    text = f.read()
+  spec = yaml.safe_load(text)
+  tasks = spec.get("pipelineSpec", spec)["root"]["dag"]["tasks"]
+  assert "DriftGate" in tasks["Transform"]["dependentTasks"]
+  assert "DriftStatisticsGen" in tasks["DriftGate"]["dependentTasks"]
+  def param(task, name):
+    return json.loads(tasks[task]["inputs"]["parameters"][name]["runtimeValue"][
+        "constantValue"]["stringValue"])
+  assert param("MovieLensExampleGen", "range_config") == {
+      "rolling_range": {"num_spans": 2}}
+  thresholds = param("DriftGate", "thresholds")
+  assert thresholds["user_rating"] == 0.02  # overridden
+  assert thresholds["movie_id"] == 0.05     # default kept
