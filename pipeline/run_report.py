@@ -143,6 +143,18 @@ def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
   return _table(rows)
 
 
+def _drift_line(result) -> str:
+  """"span 2 vs span 1: passed (user_rating 0.004 ...)" from a DriftGate."""
+  if not _prop(result, "checked", 0):
+    return "passed, " + str(_prop(result, "note", "nothing to compare with"))
+  distances = sorted((k[len("drift_"):], v) for k, v in
+                     ((k, _prop(result, k)) for k in result.custom_properties)
+                     if k.startswith("drift_"))
+  spans = (f"span {_prop(result, 'current_span', '?')} vs span "
+           f"{_prop(result, 'previous_span', '?')}: ")
+  return spans + "passed (" + ", ".join(f"{f} {d:.3f}" for f, d in distances) + ")"
+
+
 def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
   """A human-readable summary of the newest run."""
   outs = latest_run_outputs(metadata_path, pipeline_name)
@@ -159,12 +171,18 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
     if gen.get("catalogue"):
       rows.append(["catalogue (movies)", _prop(gen["catalogue"][0], "num_movies", "?")])
     bad = _prop(ex, "num_bad_rows", 0)
-    parts.append("Data: " + str(_prop(ex, "source", "")) + "\n" + _table(rows)
+    spans = _prop(ex, "spans", "")
+    parts.append("Data: " + str(_prop(ex, "source", ""))
+                 + (f"; spans read: {spans}" if spans else "") + "\n" + _table(rows)
                  + (f"\nskipped unparsable rows: {bad}" if bad else ""))
 
   gate = next((v for k, v in outs.items() if "ValidationGate" in k), None)
   parts.append("Validation: " + ("passed, no anomalies" if gate else
                                  "not run"))
+
+  drift = next((v for k, v in outs.items() if "DriftGate" in k), None)
+  if drift and drift.get("result"):
+    parts.append("Drift: " + _drift_line(drift["result"][0]))
 
   ranking_baselines = _ranking_baselines(outs)
   for stage, metrics_fn in (("Retrieval", _retrieval_metrics),
