@@ -10,6 +10,16 @@ Output layout (DIR = --output-dir, default ./tfx_output):
 
 The console shows one line per component start and end with elapsed time and
 a summary table; everything else goes to the log file.
+
+Scheduled retraining, retention and rollback (pipeline/schedule.py,
+pipeline/retention.py):
+
+    python local_runner.py --data ... --schedule "0 3 * * *"   # or --every 24h
+    python local_runner.py --keep-versions 5 --keep-runs 10     # the defaults
+    python local_runner.py --rollback ranking                   # or ranking=VERSION
+
+One run per output directory at a time (a lock file in it): a second runner
+exits with code 75 (EX_TEMPFAIL), a scheduler skips that tick.
 """
 import common  # noqa: F401  pylint: disable=unused-import  (first: sets TF_USE_LEGACY_KERAS)
 
@@ -20,12 +30,19 @@ import json
 import logging
 import os
 import shlex
+import signal
+import subprocess
 import sys
 import time
 import types
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from pipeline import configs
+from pipeline import retention
+from pipeline import schedule as schedule_lib
+
+EXIT_LOCKED = schedule_lib.EXIT_LOCKED
+TICK_FLAG = "--scheduled-tick"  # a scheduler's child process: one run, no loop
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -61,7 +78,88 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument("--no-retrieval", action="store_true", help="skip the retrieval branch")
   p.add_argument("--no-ranking", action="store_true", help="skip the ranking branch")
   p.add_argument("--verbose", action="store_true", help="also print full logs")
-  return p.parse_args(argv)
+  _add_operations_args(p)
+  args = p.parse_args(argv)
+  if args.rollback and (args.schedule or args.every):
+    p.error("--rollback cannot be combined with --schedule / --every")
+  if args.max_runs is not None and not (args.schedule or args.every):
+    p.error("--max-runs only applies with --schedule or --every")
+  return args
+
+
+# -- scheduling, retention, rollback flags -----------------------------------
+
+def _cron(text: str) -> schedule_lib.CronSchedule:
+  try:
+    return schedule_lib.CronSchedule(text)
+  except schedule_lib.ScheduleError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _every(text: str) -> float:
+  try:
+    return schedule_lib.parse_every(text)
+  except schedule_lib.ScheduleError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(text: str) -> int:
+  if not text.strip().isdigit():
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+  return int(text)
+
+
+def _positive(text: str) -> int:
+  n = _count(text)
+  if n < 1:
+    raise argparse.ArgumentTypeError("expected a whole number >= 1")
+  return n
+
+
+def _rollback_spec(text: str) -> Tuple[str, Optional[int]]:
+  model, _, version = text.partition("=")
+  if model not in retention.MODELS:
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: MODEL must be one of {', '.join(retention.MODELS)}, "
+        "optionally =VERSION (e.g. ranking=1732000000)")
+  if version and not version.isdigit():
+    raise argparse.ArgumentTypeError(f"{text!r}: VERSION must be an integer")
+  return model, int(version) if version else None
+
+
+def _add_operations_args(p: argparse.ArgumentParser) -> None:
+  """Scheduling / retention / rollback flags, one group each."""
+  g = p.add_argument_group(
+      "scheduled runs", "run in the foreground on a schedule, one run at a "
+      "time (a tick during a run is skipped; a failed run is reported and the "
+      "scheduler goes on; Ctrl-C stops between runs)")
+  when = g.add_mutually_exclusive_group()
+  when.add_argument("--schedule", type=_cron, metavar="CRON",
+                    help='standard 5-field cron in local time, e.g. "0 3 * * *" '
+                         "(03:00 daily)")
+  when.add_argument("--every", type=_every, metavar="INTERVAL",
+                    help="fixed interval with unit s/m/h/d, e.g. 30m, 24h, 1d; "
+                         "the first run starts at once")
+  g.add_argument("--max-runs", type=_positive, default=None, help=argparse.SUPPRESS)
+  g.add_argument(TICK_FLAG, action="store_true", help=argparse.SUPPRESS)
+  r = p.add_argument_group(
+      "retention", "applied after each successful run; 0 keeps everything")
+  r.add_argument("--keep-versions", type=_count,
+                 default=retention.DEFAULT_KEEP_VERSIONS, metavar="N",
+                 help="pushed versions kept per model (never deleted: the "
+                      "served one, versions listed in serving/<model>/KEEP, "
+                      "incomplete ones)")
+  r.add_argument("--keep-runs", type=_count, default=retention.DEFAULT_KEEP_RUNS,
+                 metavar="N",
+                 help="pipeline runs whose artifacts and logs are kept (older "
+                      "ones are deleted and marked DELETED in ML Metadata, "
+                      "except the latest blessed models and what they need)")
+  b = p.add_argument_group("rollback", "no pipeline run: only this, then exit")
+  b.add_argument("--rollback", type=_rollback_spec, metavar="MODEL[=VERSION]",
+                 help="serve an older pushed version again without retraining "
+                      "(MODEL: retrieval|ranking; VERSION default: the "
+                      "previously served one): copies it to a new, highest "
+                      "version that serving picks up")
 
 
 def beam_args(extra: str) -> List[str]:
@@ -133,15 +231,21 @@ def reporting_launcher(progress: Progress):
     local_dag_runner.launcher = original
 
 
+_run_log_handler: Optional[logging.FileHandler] = None
+
+
 def setup_logging(log_dir: str, verbose: bool):
   """Full logs to a file, progress lines to the console."""
   os.makedirs(log_dir, exist_ok=True)
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   log_path = os.path.join(log_dir, f"run-{stamp}.log")
   root = logging.getLogger()
+  global _run_log_handler
+  if _run_log_handler is not None:
+    _run_log_handler.close()  # the previous run's log (several runs, one process)
   root.handlers.clear()
   root.setLevel(logging.INFO)
-  file_handler = logging.FileHandler(log_path)
+  file_handler = _run_log_handler = logging.FileHandler(log_path)
   file_handler.setFormatter(logging.Formatter(
       "%(asctime)s %(levelname)s %(name)s: %(message)s"))
   root.addHandler(file_handler)
@@ -158,9 +262,9 @@ def setup_logging(log_dir: str, verbose: bool):
   return log_path
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-  args = parse_args(argv)
-  paths = configs.output_paths(args.output_dir)
+def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
+  """One pipeline run (the pipeline is created afresh: new data and spans
+  are fingerprinted again); 0 on success, 1 on failure."""
   log_path = setup_logging(paths["log_dir"], args.verbose)
   progress = Progress()
   beam = beam_args(args.beam_args)
@@ -213,11 +317,169 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"  {type(e).__name__}: {e}", file=sys.stderr)
     print(f"  Full log: {log_path}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    logging.warning("Interrupted")
+    where = f" in component {progress.current}" if progress.current else ""
+    print(f"\n✘ Pipeline interrupted{where} after {time.time() - t0:.0f}s.",
+          file=sys.stderr)
+    return 130
 
   print(f"\nPipeline finished in {time.time() - t0:.0f}s.\n")
   print(run_report.summarize(paths["metadata_path"], configs.PIPELINE_NAME,
                              paths["serving_dir"]))
   return 0
+
+
+def apply_retention(args: argparse.Namespace, paths: dict) -> None:
+  """--keep-versions / --keep-runs after a successful run.
+
+  A retention problem is reported but does not fail the run: the models are
+  pushed already, and the next run retries.
+  """
+  if not args.keep_versions and not args.keep_runs:
+    return
+  try:
+    deleted = retention.prune_versions(paths["serving_dir"], args.keep_versions)
+    runs = retention.prune_runs(paths["metadata_path"], paths["pipeline_root"],
+                                configs.PIPELINE_NAME, args.keep_runs)
+    deleted += runs.deleted
+    deleted += retention.prune_logs(paths["log_dir"], args.keep_runs)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception("Retention failed")
+    print(f"⚠ Retention failed (nothing else is affected): "
+          f"{type(e).__name__}: {e}", file=sys.stderr)
+    return
+  head = (f"Retention (keep {args.keep_versions or 'all'} versions, "
+          f"{args.keep_runs or 'all'} runs)")
+  if runs.protected_blessed:
+    head += "; kept latest blessed: " + ", ".join(runs.protected_blessed)
+  if not deleted:
+    print(f"{head}: nothing to delete.")
+    return
+  print(f"{head}:")
+  freed = retention.report(deleted)
+  print(f"  freed {retention.human_bytes(freed)} "
+        f"({len(deleted)} item(s); {len(runs.pruned_runs)} run(s) older than "
+        f"the newest {args.keep_runs})")
+
+
+def locked_run(args: argparse.Namespace, paths: dict) -> int:
+  """run_pipeline + retention under the output directory's lock."""
+  try:
+    lock = schedule_lib.OutputDirLock(paths["output_dir"]).acquire()
+  except schedule_lib.LockBusy as e:
+    print(f"✘ Not started: {e}.\n  One run per output directory at a time; "
+          "try again when it has finished.", file=sys.stderr)
+    return EXIT_LOCKED
+  try:
+    code = run_pipeline(args, paths)
+    if code == 0:
+      apply_retention(args, paths)
+    return code
+  finally:
+    lock.release()
+
+
+def _say(line: str) -> None:
+  stamp = datetime.datetime.now().strftime("%H:%M:%S")
+  print(f"[{stamp}] {line}", flush=True)
+
+
+def _tick_command(argv: List[str]) -> List[str]:
+  return [sys.executable, os.path.abspath(__file__)] + list(argv) + [TICK_FLAG]
+
+
+def _run_child(cmd: List[str]) -> int:
+  """One scheduled run in a child process.
+
+  A child per run keeps the scheduler alive through anything a run can do
+  (a crash, an OOM kill, TF/Keras state or memory that grows run after
+  run) and picks up changed code. It runs in its own session, so Ctrl-C in
+  the terminal reaches only the scheduler, which lets the run finish; a
+  second Ctrl-C is passed on to abort it.
+  """
+  proc = subprocess.Popen(cmd, start_new_session=True)
+  try:
+    return proc.wait()
+  except KeyboardInterrupt:
+    proc.send_signal(signal.SIGINT)
+    try:
+      proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
+    raise
+
+
+def run_schedule(args: argparse.Namespace, paths: dict, argv: List[str],
+                 run_once=None) -> int:
+  """--schedule / --every: the foreground scheduler loop."""
+  try:
+    owner = schedule_lib.OutputDirLock(
+        paths["output_dir"], schedule_lib.SCHEDULER_LOCK_FILE,
+        what="scheduler").acquire()
+  except schedule_lib.LockBusy as e:
+    print(f"✘ Not started: {e}.\n  One scheduler per output directory.",
+          file=sys.stderr)
+    return EXIT_LOCKED
+  if args.schedule:
+    when, first_now = args.schedule, False
+  else:
+    when, first_now = schedule_lib.IntervalSchedule(args.every, time.time()), True
+  print(f"Scheduler: {when}, output {paths['output_dir']}. One run at a time "
+        "(ticks during a run are skipped); Ctrl-C stops between runs.", flush=True)
+  cmd = _tick_command(argv)
+  stop = schedule_lib.StopRequest(_say).install()
+  try:
+    return schedule_lib.run_scheduled(
+        when, run_once or (lambda: _run_child(cmd)), say=_say,
+        max_runs=args.max_runs, stop=stop, run_first_now=first_now)
+  finally:
+    stop.uninstall()
+    owner.release()
+
+
+def run_rollback(args: argparse.Namespace, paths: dict) -> int:
+  """--rollback MODEL[=VERSION]."""
+  model, version = args.rollback
+  if not os.path.isdir(paths["serving_dir"]):
+    print(f"✘ Rollback failed: no pushed models under {paths['serving_dir']}",
+          file=sys.stderr)
+    return 1
+  try:
+    with schedule_lib.OutputDirLock(paths["output_dir"]):
+      done = retention.rollback(paths["serving_dir"], model, version)
+  except schedule_lib.LockBusy as e:
+    print(f"✘ Not rolled back: {e}.\n  A run may be pushing right now; try "
+          "again when it has finished.", file=sys.stderr)
+    return EXIT_LOCKED
+  except retention.RetentionError as e:
+    print(f"✘ Rollback failed: {e}", file=sys.stderr)
+    return 1
+  print(f"Rolled back {model}: version {done['new_version']} is a copy of "
+        f"version {done['source_version']} (replaces {done['replaced_version']}; "
+        f"{retention.ROLLBACK_FILE} records it).")
+  for m in retention.MODELS:
+    complete, _ = retention.version_dirs(os.path.join(paths["serving_dir"], m))
+    if complete:
+      print(f"  now served: {m} version {complete[-1]}  "
+            f"({os.path.join(paths['serving_dir'], m, str(complete[-1]))})")
+  return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  paths = configs.output_paths(args.output_dir)
+  if args.rollback:
+    return run_rollback(args, paths)
+  if (args.schedule or args.every) and not args.scheduled_tick:
+    return run_schedule(args, paths, argv)
+  try:
+    return locked_run(args, paths)
+  except KeyboardInterrupt:
+    print("\n✘ Interrupted.", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":
