@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import posixpath
-import shlex
 import sys
 from typing import Any, List, Optional
 
@@ -118,14 +117,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   return args
 
 
-def merged_beam_args(extra: str) -> List[str]:
-  """The default Beam args, with same-named flags replaced by the user's."""
-  user = shlex.split(extra or "")
-  user_keys = {a.split("=", 1)[0] for a in user}
-  return [a for a in configs.BEAM_PIPELINE_ARGS
-          if a.split("=", 1)[0] not in user_keys] + user
-
-
 def compile_pipeline(args: argparse.Namespace) -> str:
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_runner  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
@@ -146,7 +137,7 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       range_config=args.range_config,
       rolling_spans=args.rolling_spans,
       drift_thresholds=args.drift_thresholds,
-      beam_pipeline_args=merged_beam_args(args.beam_args),
+      beam_pipeline_args=configs.merged_beam_args(args.beam_args),
   )
   output = os.path.abspath(args.output)
   runner = kfp_runner.KubeflowV2DagRunner(

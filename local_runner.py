@@ -29,7 +29,6 @@ import datetime
 import json
 import logging
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -61,6 +60,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument("--max-bad-row-fraction", type=float,
                  default=configs.MAX_BAD_ROW_FRACTION,
                  help="skip (and count) up to this fraction of unparsable rows")
+  sp = p.add_argument_group(
+      "span data", "--data (or the data config's interactions path) with "
+      "TFX's {SPAN} placeholder, e.g. /data/ml/span-{SPAN}: the newest span "
+      "by default, checked for drift against the span before it")
+  sp.add_argument("--rolling-spans", type=int, default=None, metavar="N",
+                  help="train on the last N spans")
+  sp.add_argument("--range-config", type=json.loads, default=None,
+                  help="a TFX RangeConfig as JSON, e.g. '{\"static_range\": "
+                       "{\"start_span_number\": 2, \"end_span_number\": 4}}'")
+  sp.add_argument("--drift-thresholds", type=json.loads, default=None,
+                  help="JSON {feature: threshold or null} over "
+                       "pipeline/configs.py DRIFT_THRESHOLDS")
   p.add_argument("--output-dir", default=configs.DEFAULT_OUTPUT_DIR)
   p.add_argument("--beam-args", default="",
                  help="extra Beam pipeline args, e.g. "
@@ -75,6 +86,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument("--ranking-config", type=json.loads, default={},
                  help='JSON object of ranking hyperparameters, e.g. '
                       '\'{"architecture": "dense", "batch_size": 512}\'')
+  p.add_argument("--distribution-strategy", default=None,
+                 choices=("auto", "mirrored", "multi_worker_mirrored",
+                          "one_device"),
+                 help="tf.distribute strategy of both trainers (default: "
+                      "their configs', auto)")
   p.add_argument("--no-retrieval", action="store_true", help="skip the retrieval branch")
   p.add_argument("--no-ranking", action="store_true", help="skip the ranking branch")
   p.add_argument("--verbose", action="store_true", help="also print full logs")
@@ -164,10 +180,16 @@ def _add_operations_args(p: argparse.ArgumentParser) -> None:
 
 def beam_args(extra: str) -> List[str]:
   """Default Beam args, with same-named flags replaced by the user's."""
-  user = shlex.split(extra)
-  user_keys = {a.split("=", 1)[0] for a in user}
-  return [a for a in configs.BEAM_PIPELINE_ARGS
-          if a.split("=", 1)[0] not in user_keys] + user
+  return configs.merged_beam_args(extra)
+
+
+def _local_abspath(data: str) -> str:
+  """Local paths and {SPAN} patterns made absolute; URIs and tfds: as given."""
+  if "://" in data or data.startswith("tfds:"):
+    return data
+  if os.path.exists(data) or "{SPAN" in data:
+    return os.path.abspath(data)
+  return data
 
 
 class Progress:
@@ -278,6 +300,9 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
     retrieval_config["epochs"] = args.retrieval_epochs
   if args.ranking_epochs is not None:
     ranking_config["epochs"] = args.ranking_epochs
+  if args.distribution_strategy:
+    for config in (retrieval_config, ranking_config):
+      config["distribution_strategy"] = args.distribution_strategy
 
   t0 = time.time()
   try:
@@ -287,13 +312,15 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
     from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
     from pipeline import run_report  # pylint: disable=g-import-not-at-top
 
+    from common import filesystems  # pylint: disable=g-import-not-at-top
+    for uri in (args.data, args.data_config):  # s3:// needs tensorflow-io
+      filesystems.ensure_scheme(uri)
     if not args.no_ranking and pipeline_lib.is_implicit(args.data_config):
       print(pipeline_lib.IMPLICIT_NOTE)
     p = pipeline_lib.create_pipeline(
         pipeline_name=configs.PIPELINE_NAME,
         pipeline_root=paths["pipeline_root"],
-        data=("" if args.data_config else
-              os.path.abspath(args.data) if os.path.exists(args.data) else args.data),
+        data=("" if args.data_config else _local_abspath(args.data)),
         data_config=os.path.abspath(args.data_config) if args.data_config else "",
         split=args.split,
         eval_fraction=args.eval_fraction,
@@ -307,6 +334,9 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
             paths["metadata_path"]),
         beam_pipeline_args=beam,
         enable_cache=not args.force,
+        range_config=args.range_config,
+        rolling_spans=args.rolling_spans,
+        drift_thresholds=args.drift_thresholds,
     )
     with reporting_launcher(progress):
       LocalDagRunner().run(p)

@@ -4,6 +4,8 @@ As in TFX's templates (tfx/experimental/templates/taxi/pipeline/configs.py),
 constants live here and runners pass overrides into create_pipeline().
 """
 import os
+import shlex
+from typing import List
 
 # Kubeflow (KFP v2) accepts only [a-z0-9-] in pipeline names.
 PIPELINE_NAME = "movielens-two-stage"
@@ -33,6 +35,15 @@ def output_paths(output_dir: str) -> dict:
 
 # Beam: DirectRunner in_memory was measured faster than multi_processing at
 # MovieLens-100K size on 2 cores. Override with local_runner --beam-args.
+def merged_beam_args(extra: str) -> List[str]:
+  """BEAM_PIPELINE_ARGS with the user's flags (one shell-quoted string) added,
+  a user flag replacing the same-named default."""
+  user = shlex.split(extra or "")
+  user_keys = {a.split("=", 1)[0] for a in user}
+  return [a for a in BEAM_PIPELINE_ARGS
+          if a.split("=", 1)[0] not in user_keys] + user
+
+
 BEAM_PIPELINE_ARGS = [
     "--runner=DirectRunner",
     "--direct_running_mode=in_memory",
@@ -55,10 +66,14 @@ PREPROCESSING_FN = "transform.preprocessing.preprocessing_fn"
 RETRIEVAL_RUN_FN = "trainer_modules.retrieval.run_fn"
 RANKING_RUN_FN = "trainer_modules.ranking.run_fn"
 
-# Trainer hyperparameters: empty means the trainer module's defaults (chosen
-# by experiment, see benchmarks/). Runner flags override single keys.
-RETRIEVAL_CONFIG = {}
-RANKING_CONFIG = {}
+# Trainer hyperparameters: a key not set here takes the trainer module's
+# default (chosen by experiment, see benchmarks/). Runner flags override
+# single keys.
+# warm_start: each trainer starts from the latest blessed model of its stage
+# (trainer_modules/warm_start.py); distribution_strategy: auto | one_device |
+# mirrored | multi_worker_mirrored (trainer_modules/strategy.py).
+RETRIEVAL_CONFIG = {"warm_start": True, "distribution_strategy": "auto"}
+RANKING_CONFIG = {"warm_start": True, "distribution_strategy": "auto"}
 
 # Retrieval blessing: hit@100 (excluding seen movies) must beat the
 # most-popular baseline by this margin, and not fall below the last blessed

@@ -216,3 +216,21 @@ def test_retention_after_real_runs_then_a_cached_rerun(
   assert "✔ Transform done" in third and "(cached)" in third
   assert run_report.latest_run_outputs(os.path.join(out, "metadata.db"),
                                        "movielens-two-stage")
+
+
+def test_span_strategy_and_beam_flags_parse():
+  args = local_runner.parse_args([
+      "--data", "data/span-{SPAN}", "--rolling-spans", "3",
+      "--drift-thresholds", '{"user_rating": 0.1, "user_id": null}',
+      "--distribution-strategy", "mirrored",
+      "--beam-args=--direct_num_workers=2"])
+  assert args.rolling_spans == 3
+  assert args.drift_thresholds == {"user_rating": 0.1, "user_id": None}
+  assert args.distribution_strategy == "mirrored"
+  # A span pattern is made absolute (the pipeline may run elsewhere), and
+  # a user Beam flag replaces the same-named default.
+  assert local_runner._local_abspath(args.data) == os.path.abspath("data/span-{SPAN}")
+  assert local_runner._local_abspath("tfds:movielens/100k-ratings") == "tfds:movielens/100k-ratings"
+  assert local_runner._local_abspath("s3://b/ml/span-{SPAN}") == "s3://b/ml/span-{SPAN}"
+  beam = local_runner.beam_args(args.beam_args)
+  assert "--direct_num_workers=2" in beam and "--direct_num_workers=1" not in beam
