@@ -1,4 +1,6 @@
 """Pytest set-up: every test goes through `common` (TF_USE_LEGACY_KERAS=1)."""
+import contextlib
+import logging
 import os
 import sys
 
@@ -23,3 +25,29 @@ def tiny_transformed(tmp_path_factory):
   """A real Transform output on planted data (see tests/tft_fixture.py)."""
   from tests import tft_fixture  # pylint: disable=g-import-not-at-top
   return tft_fixture.build(str(tmp_path_factory.mktemp("tft")))
+
+
+@contextlib.contextmanager
+def logging_restored():
+  """Puts back the handlers and levels a pipeline run changes.
+
+  local_runner sends TF/Beam/absl logs to a file per run and tensorboard
+  lowers absl's level mid-run; later tests must not inherit either.
+  """
+  names = ("", "absl", "tensorflow", "apache_beam")
+  saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
+               logging.getLogger(n).propagate) for n in names}
+  try:
+    yield
+  finally:
+    for name, (handlers, level, propagate) in saved.items():
+      lg = logging.getLogger(name)
+      lg.handlers[:] = handlers
+      lg.setLevel(level)
+      lg.propagate = propagate
+
+
+@pytest.fixture
+def restore_logging():
+  with logging_restored():
+    yield

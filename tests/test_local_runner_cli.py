@@ -173,18 +173,6 @@ def test_scheduler_end_to_end_with_a_failing_run(tmp_path):
   assert "FAILED (exit 1)" in proc.stdout and "Stopping after 1 run" in proc.stdout
 
 
-@pytest.fixture
-def restore_logging():
-  import logging  # pylint: disable=g-import-not-at-top
-  saved = {name: (list(lg.handlers), lg.level, lg.propagate)
-           for name, lg in ((n, logging.getLogger(n)) for n in
-                            ("", "absl", "tensorflow", "apache_beam"))}
-  yield
-  for name, (handlers, level, propagate) in saved.items():
-    lg = logging.getLogger(name)
-    lg.handlers[:] = handlers
-    lg.setLevel(level)
-    lg.propagate = propagate
 
 
 @pytest.mark.slow

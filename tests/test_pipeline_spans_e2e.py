@@ -14,7 +14,6 @@ newest span by default):
 Failing runs leave the served versions alone. Data and epochs are small so
 a full run takes ~2-3 minutes.
 """
-import logging
 import os
 import shutil
 
@@ -24,7 +23,7 @@ import local_runner
 from pipeline import configs
 from pipeline import run_report
 from tests import synthetic_data
-from tests.test_pipeline_e2e import restore_logging  # noqa: F401  pylint: disable=unused-import
+from tests.conftest import logging_restored
 
 DATA = dict(num_users=120, num_movies=360, ratings_per_user=30)
 # Small data: small ranking batches, more epochs (as test_pipeline_e2e).
@@ -64,17 +63,8 @@ def span1(tmp_path_factory):
   root = tmp_path_factory.mktemp("spans")
   pattern = synthetic_data.write_spans(str(root / "data"), (1,), **DATA)
   out = str(root / "out")
-  saved = {name: (list(lg.handlers), lg.level, lg.propagate)
-           for name, lg in ((n, logging.getLogger(n)) for n in
-                            ("", "absl", "tensorflow", "apache_beam"))}
-  try:
+  with logging_restored():
     assert _run(pattern, out) == 0
-  finally:  # as restore_logging does for the tests
-    for name, (handlers, level, propagate) in saved.items():
-      lg = logging.getLogger(name)
-      lg.handlers[:] = handlers
-      lg.setLevel(level)
-      lg.propagate = propagate
   served = _served(out)
   assert all(len(v) == 1 for v in served.values()), served
   return pattern, out, served
@@ -91,7 +81,7 @@ def span2(span1):
 
 
 @pytest.mark.slow
-def test_drifted_span_stops_at_the_drift_gate(span1, span2, restore_logging,  # noqa: F811
+def test_drifted_span_stops_at_the_drift_gate(span1, span2, restore_logging,
                                               capsys):
   pattern, out, served = span1
   synthetic_data.write_ml100k(span2, seed=2, **DATA)
@@ -108,7 +98,7 @@ def test_drifted_span_stops_at_the_drift_gate(span1, span2, restore_logging,  # 
 
 @pytest.mark.slow
 def test_corrupt_span_stops_at_the_validation_gate(span1, span2,
-                                                   restore_logging,  # noqa: F811
+                                                   restore_logging,
                                                    capsys):
   pattern, out, served = span1
   synthetic_data.write_ml100k(span2, seed=2, **DATA)
@@ -125,7 +115,7 @@ def test_corrupt_span_stops_at_the_validation_gate(span1, span2,
 
 @pytest.mark.slow
 def test_good_span_retrains_and_pushes_only_if_blessed(span1, span2,
-                                                       restore_logging,  # noqa: F811
+                                                       restore_logging,
                                                        capsys):
   pattern, out, served = span1
   synthetic_data.write_ml100k(span2, seed=2, **DATA)
