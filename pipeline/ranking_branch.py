@@ -4,8 +4,9 @@ The stock TFX Evaluator (its blessing tagged as ranking's, see
 components/blessing_stage.py) runs TFMA on the raw eval split through the
 model's serving signature (pipeline/ranking_eval.py): RMSE/MAE sliced by user
 features, an absolute RMSE bound and a change threshold against the latest
-blessed *ranking* model (resolver filtered by producer). The Pusher only
-pushes a blessed model.
+blessed *ranking* model (resolver filtered by producer), which is also the
+Trainer's `base_model` (warm start, trainer_modules/warm_start.py). The
+Pusher only pushes a blessed model.
 """
 from __future__ import annotations
 
@@ -28,12 +29,14 @@ RESOLVER_ID = "LatestBlessedRankingModel"
 def create(example_gen, transform, schema_gen, serving_dir: str,
            custom_config: Dict[str, Any], present_features=None) -> List[Any]:
   del schema_gen
+  # Resolved before this run's trainer: the model blessed in an earlier run.
+  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
   trainer = Trainer(
       run_fn=configs.RANKING_RUN_FN,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
+      base_model=baseline.outputs["model"],
       custom_config=custom_config).with_id(TRAINER_ID)
-  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
   evaluator = RankingEvaluator(
       examples=example_gen.outputs["examples"],
       example_splits=["eval"],
@@ -44,4 +47,4 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
           max_rmse_increase=configs.RANKING_MAX_RMSE_INCREASE,
           present_features=present_features)).with_id(EVALUATOR_ID)
   pusher = pushing.blessed_model_pusher(trainer, evaluator, serving_dir, PUSHER_ID)
-  return [trainer, baseline, evaluator, pusher]
+  return [baseline, trainer, evaluator, pusher]

@@ -1,9 +1,10 @@
 """Retrieval branch: two-tower Trainer → RetrievalEvaluator → Pusher.
 
 The Trainer is the stock Trainer plus a `catalogue` input (every movie, so
-the exported BruteForce index covers the whole catalogue). The evaluator's
-baseline is the latest blessed *retrieval* model (resolver filtered by
-producer), and the Pusher only pushes a blessed model.
+the exported BruteForce index covers the whole catalogue). The latest blessed
+*retrieval* model (resolver filtered by producer) is both the Trainer's
+`base_model` (warm start, trainer_modules/warm_start.py) and the evaluator's
+baseline, and the Pusher only pushes a blessed model.
 """
 from __future__ import annotations
 
@@ -25,13 +26,15 @@ RESOLVER_ID = "LatestBlessedRetrievalModel"
 def create(example_gen, transform, schema_gen, serving_dir: str,
            custom_config: Dict[str, Any]) -> List[Any]:
   del schema_gen  # the Transform output carries the schemas the trainer needs
+  # Resolved before this run's trainer: the model blessed in an earlier run.
+  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
   trainer = CatalogueTrainer(
       run_fn=configs.RETRIEVAL_RUN_FN,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       catalogue=example_gen.outputs["catalogue"],
+      base_model=baseline.outputs["model"],
       custom_config=custom_config).with_id(TRAINER_ID)
-  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
   evaluator = RetrievalEvaluator(
       model=trainer.outputs["model"],
       examples=example_gen.outputs["examples"],
@@ -40,4 +43,4 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
       margin_over_popularity=configs.RETRIEVAL_MARGIN_OVER_POPULARITY,
       baseline_tolerance=configs.RETRIEVAL_BASELINE_TOLERANCE).with_id(EVALUATOR_ID)
   pusher = pushing.blessed_model_pusher(trainer, evaluator, serving_dir, PUSHER_ID)
-  return [trainer, baseline, evaluator, pusher]
+  return [baseline, trainer, evaluator, pusher]

@@ -100,3 +100,26 @@ def test_mirrored_on_two_cpu_replicas_trains_both_models(tiny_transformed, tmp_p
     assert os.path.exists(os.path.join(tmp_path, name, "Format-Serving",
                                        "saved_model.pb"))
     assert open(os.path.join(tmp_path, name, "replicas")).read() == "2"
+
+
+class _FakeMultiWorker:
+  """What is_chief reads of a MultiWorkerMirroredStrategy under TF_CONFIG."""
+
+  def __init__(self, task_type, task_id, cluster):
+    self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+    self.extended = type("Extended", (), {"_in_multi_worker_mode": lambda self: True})()
+
+
+def test_only_the_chief_worker_writes_to_the_artifacts(tmp_path):
+  workers = {"worker": ["w0:2222", "w1:2222"]}
+  serving, run = str(tmp_path / "model" / "Format-Serving"), str(tmp_path / "run")
+  chief = _FakeMultiWorker("worker", 0, workers)
+  assert strategy.output_dirs(chief, serving, run) == (serving, run)
+  other_serving, other_run = strategy.output_dirs(
+      _FakeMultiWorker("worker", 1, workers), serving, run)
+  assert not other_serving.startswith(str(tmp_path)) and other_run != run
+  with_chief = dict(workers, chief=["c0:2222"])
+  assert strategy.is_chief(_FakeMultiWorker("chief", 0, with_chief))
+  assert not strategy.is_chief(_FakeMultiWorker("worker", 0, with_chief))
+  assert strategy.is_chief(tf.distribute.get_strategy())

@@ -16,7 +16,7 @@ this module holds that once:
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -141,6 +141,16 @@ class MovieEncoder(_Encoder):
                side_dim: int = 8, **kwargs):
     super().__init__(vocab_sizes(tft_output, MOVIE_CATEGORICAL + MOVIE_BAG), [],
                      embedding_dim, side_dim, bags=MOVIE_BAG, **kwargs)
+
+
+def row_features(*encoders: _Encoder) -> List[Tuple[keras.layers.Embedding, str]]:
+  """(embedding layer, transformed feature indexing its rows) of `encoders`.
+
+  Warm start (trainer_modules/warm_start.py) remaps the rows of these tables
+  by token when the feature's vocabulary changed between runs.
+  """
+  return [(layer, name) for encoder in encoders
+          for name, layer in encoder.embeddings.items()]
 
 
 class RawRequestParser(tf.Module):

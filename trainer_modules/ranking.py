@@ -27,6 +27,10 @@ nested dict under "ranking" is also accepted); the defaults were chosen on
 ml-100k with benchmarks/ranking_quality.py (random 80/20 split, measured
 through serving_default: test RMSE 0.925 ± 0.003 over 3 seeds, about a minute
 of training on 2 cores; global mean 1.128, user+item bias 0.945).
+
+`warm_start` (default True) starts from fn_args.base_model, the last blessed
+ranking model (trainer_modules/warm_start.py); `distribution_strategy`
+(default "auto") picks the tf.distribute strategy (trainer_modules/strategy.py).
 """
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ import tf_keras as keras
 
 from common import features as F
 from trainer_modules import model_parts
+from trainer_modules import strategy as strategy_lib
+from trainer_modules import warm_start
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     "architecture": "dcn",        # "dense" or "dcn"
@@ -65,6 +71,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "dropout": 0.2,
     "oov_rate": 0.01,              # fraction of training ids sent to OOV
     "seed": 42,
+    "warm_start": True,            # start from the last blessed ranking model
+    "distribution_strategy": "auto",  # see trainer_modules/strategy.py
 }
 
 SERVING_SIGNATURE = "serving_default"
@@ -139,8 +147,11 @@ class RankingModel(tfrs.models.Model):
           sizes[F.T_USER_ID], 1, embeddings_initializer="zeros", name="user_bias")
       self.movie_bias = keras.layers.Embedding(
           sizes[F.T_MOVIE_ID], 1, embeddings_initializer="zeros", name="movie_bias")
+    # Labels and predictions are [batch] vectors, so MSE already averages over
+    # the batch (its last axis); SUM only avoids Keras' refusal of the
+    # default reduction outside compile() under a distribution strategy.
     self.task = tfrs.tasks.Ranking(
-        loss=keras.losses.MeanSquaredError(),
+        loss=keras.losses.MeanSquaredError(reduction=keras.losses.Reduction.SUM),
         metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])
 
   def _replace_by_oov(self, features: Mapping[str, Any]) -> Dict[str, Any]:
@@ -204,7 +215,23 @@ class RankingModel(tfrs.models.Model):
     loss = self.task(labels=labels, predictions=pred, training=training)
     if training and self._cfg["l2"]:
       loss = loss + float(self._cfg["l2"]) * reg
-    return loss
+    return strategy_lib.scale_loss(loss)
+
+  def row_features(self):
+    """Tables indexed by a vocabulary (warm_start.py remaps them by token)."""
+    pairs = model_parts.row_features(self.user_encoder, self.movie_encoder)
+    if self.use_bias:
+      pairs += [(self.user_bias, F.T_USER_ID), (self.movie_bias, F.T_MOVIE_ID)]
+    return pairs
+
+  def build_on(self, features) -> None:
+    """Creates the variables from one batch (before fit); idempotent.
+
+    In training mode, so the dropout layers' random-generator state is
+    created too (a distributed fit cannot create it inside its tf.function).
+    """
+    if not self.built:
+      self(features, training=True)
 
 
 class ExportModule(tf.Module):
@@ -301,6 +328,9 @@ def run_fn(fn_args) -> None:
         "branch off in the pipeline configuration for this data source.")
   cfg = resolve_config(fn_args.custom_config)
   logging.info("Ranking config: %s", cfg)
+  strategy = strategy_lib.create(cfg["distribution_strategy"])
+  serving_dir, run_dir = strategy_lib.output_dirs(
+      strategy, fn_args.serving_model_dir, getattr(fn_args, "model_run_dir", None))
   keras.utils.set_random_seed(int(cfg["seed"]))
 
   stats = _rating_stats(fn_args.train_files, tft_output)
@@ -321,25 +351,37 @@ def run_fn(fn_args) -> None:
                                      shuffle=False,
                                      num_epochs=None if fn_args.eval_steps else 1)
 
-  model = RankingModel(tft_output, cfg, global_mean=stats["mean"])
-  model.compile(optimizer=_optimizer(cfg))
+  train_ds = strategy_lib.distribute_dataset(train_ds)
+  eval_ds = strategy_lib.distribute_dataset(eval_ds)
+
+  with strategy.scope():
+    model = RankingModel(tft_output, cfg, global_mean=stats["mean"])
+    build = lambda: model.build_on(next(iter(model_parts.make_dataset(
+        fn_args.train_files, tft_output, 2, shuffle=False, num_epochs=1))))
+    start = warm_start.warm_start(fn_args, cfg, model, build, tft_output,
+                                  model.row_features(), "ranking")
+    if not strategy_lib.is_default(strategy):
+      build()
+    model.compile(optimizer=_optimizer(cfg))
   callbacks = []
   verbose = 2
   log_epochs = getattr(model_parts, "LogEpochs", None)
   if log_epochs is not None:  # epoch metrics to the log, not the console
     callbacks.append(log_epochs("ranking"))
     verbose = 0
-  if getattr(fn_args, "model_run_dir", None):
+  if run_dir:
     callbacks.append(keras.callbacks.TensorBoard(
-        log_dir=fn_args.model_run_dir, update_freq="epoch"))
+        log_dir=run_dir, update_freq="epoch"))
   model.fit(train_ds, epochs=epochs,
             steps_per_epoch=steps_per_epoch if repeat is None else None,
             validation_data=eval_ds,
             validation_steps=fn_args.eval_steps or None,
             callbacks=callbacks, verbose=verbose)
-  export(model, tft_output, fn_args.serving_model_dir, stats["min"], stats["max"])
-  if getattr(fn_args, "model_run_dir", None):
-    write_baselines(fn_args, tft_output)
+  export(model, tft_output, serving_dir, stats["min"], stats["max"])
+  warm_start.save(serving_dir, model, tft_output, model.row_features(), "ranking")
+  warm_start.write_report(run_dir, start)
+  if run_dir:
+    write_baselines(fn_args, tft_output, run_dir)
 
 
 BASELINES_FILE = "baselines.json"
@@ -355,7 +397,8 @@ def _ids_and_labels(file_patterns, tft_output):
   return users, items, labels
 
 
-def write_baselines(fn_args, tft_output) -> Dict[str, float]:
+def write_baselines(fn_args, tft_output,
+                    run_dir: Optional[str] = None) -> Dict[str, float]:
   """Global-mean and user+item-bias RMSE on the eval split, beside the model.
 
   Written to <model_run_dir>/baselines.json so the run summary can put the
@@ -366,8 +409,9 @@ def write_baselines(fn_args, tft_output) -> Dict[str, float]:
   train = _ids_and_labels(fn_args.train_files, tft_output)
   test = _ids_and_labels(fn_args.eval_files, tft_output)
   result = baselines.rating_baselines(*train, *test)
-  tf.io.gfile.makedirs(fn_args.model_run_dir)
-  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, BASELINES_FILE), "w") as f:
+  run_dir = run_dir or fn_args.model_run_dir
+  tf.io.gfile.makedirs(run_dir)
+  with tf.io.gfile.GFile(os.path.join(run_dir, BASELINES_FILE), "w") as f:
     json.dump(result, f, indent=2)
   logging.info("Ranking baselines on the eval split: %s", result)
   return result

@@ -30,7 +30,10 @@ custom_config keys (defaults in DEFAULT_CONFIG): embedding_dim, side_dim,
 query_layers, candidate_layers, learning_rate, optimizer, epochs,
 batch_size, temperature, l2, normalize, logq_correction,
 remove_accidental_hits, oov_rate, feature_dropout, use_timestamp, seed,
-top_k, shuffle_buffer, verbose (Keras fit verbosity), catalogue_uri.
+top_k, shuffle_buffer, verbose (Keras fit verbosity), catalogue_uri,
+warm_start (trainer_modules/warm_start.py: start from fn_args.base_model),
+distribution_strategy (trainer_modules/strategy.py: auto | one_device |
+mirrored | multi_worker_mirrored).
 fn_args.train_steps, when set, overrides epochs (epochs × steps ≈ train_steps).
 Defaults were chosen on real ml-100k (benchmarks/retrieval_quality.py,
 3 seeds): hit@100 0.38 including / 0.56 excluding training-seen movies, vs
@@ -53,6 +56,8 @@ import tf_keras as keras
 from common import features as F
 from trainer_modules import model_parts
 from trainer_modules import retrieval_export
+from trainer_modules import strategy as strategy_lib
+from trainer_modules import warm_start
 from transform import preprocessing
 
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -78,6 +83,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "seed": 42,
     "top_k": 100,               # K of serving_default
     "shuffle_buffer": 200_000,
+    "warm_start": True,         # start from the last blessed retrieval model
+    "distribution_strategy": "auto",  # see trainer_modules/strategy.py
 }
 SAMPLING_PROB = "__sampling_probability"
 # Transformed user side features that "unknown" replaces in feature dropout.
@@ -169,10 +176,12 @@ class RetrievalModel(tfrs.Model):
     self.candidate_model = candidate_model
     self.logq = logq
     self.remove_hits = remove_hits
+    # SUM here and the division by the batch size in compute_loss: Keras
+    # refuses SUM_OVER_BATCH_SIZE outside compile() under a distribution
+    # strategy; the result is the same batch mean.
     self.task = tfrs.tasks.Retrieval(
         loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True,
-            reduction=keras.losses.Reduction.SUM_OVER_BATCH_SIZE),
+            from_logits=True, reduction=keras.losses.Reduction.SUM),
         temperature=temperature or None,
         remove_accidental_hits=remove_hits)
 
@@ -184,13 +193,25 @@ class RetrievalModel(tfrs.Model):
 
   def compute_loss(self, features, training=False):
     q, c = self._embed(features)
-    return self.task(
+    loss = self.task(
         q, c,
         candidate_sampling_probability=(features[SAMPLING_PROB]
                                         if self.logq else None),
         candidate_ids=(tf.reshape(features[F.T_MOVIE_ID], [-1])
                        if self.remove_hits else None),
         compute_metrics=False, compute_batch_metrics=False)
+    loss = loss / tf.cast(tf.maximum(tf.shape(q)[0], 1), loss.dtype)
+    return strategy_lib.scale_loss(loss)
+
+  def row_features(self):
+    """Embedding tables indexed by a vocabulary (see warm_start.py)."""
+    return model_parts.row_features(self.query_model.layers[0],
+                                    self.candidate_model.layers[0])
+
+  def build_on(self, features) -> None:
+    """Creates the towers' variables from one batch (before fit); idempotent."""
+    if not (self.query_model.built and self.candidate_model.built):
+      self._embed(features)
 
 
 def build_model(tft_output: tft.TFTransformOutput, cfg: Mapping[str, Any]) -> RetrievalModel:
@@ -315,6 +336,10 @@ def run_fn(fn_args) -> None:
         "components.catalogue_trainer.CatalogueTrainer(catalogue=...) or set "
         "custom_config['catalogue_uri'] to an Examples artifact URI with "
         "Split-catalogue/*.gz.")
+  # First: MultiWorkerMirroredStrategy must be set up before other TF work.
+  strategy = strategy_lib.create(cfg["distribution_strategy"])
+  serving_dir, run_dir = strategy_lib.output_dirs(
+      strategy, fn_args.serving_model_dir, fn_args.model_run_dir)
   seed = int(cfg["seed"])
   keras.utils.set_random_seed(seed)
 
@@ -326,8 +351,14 @@ def run_fn(fn_args) -> None:
   logging.info("Retrieval: %d training rows, %d users", stats["num_rows"],
                len(stats["user_table"][F.USER_ID]))
 
-  model = build_model(tft_output, cfg)
-  model.compile(optimizer=_optimizer(cfg))
+  with strategy.scope():
+    model = build_model(tft_output, cfg)
+    build = lambda: model.build_on(_one_batch(train_files, tft_output))
+    start = warm_start.warm_start(fn_args, cfg, model, build, tft_output,
+                                  model.row_features(), "retrieval")
+    if not strategy_lib.is_default(strategy):
+      build()
+    model.compile(optimizer=_optimizer(cfg))
   batch = min(int(cfg["batch_size"]), stats["num_rows"])
   steps_per_epoch = max(1, stats["num_rows"] // batch)
   epochs = int(cfg["epochs"])
@@ -335,20 +366,33 @@ def run_fn(fn_args) -> None:
     epochs = max(1, math.ceil(fn_args.train_steps / steps_per_epoch))
     steps_per_epoch = max(1, math.ceil(fn_args.train_steps / epochs))
   callbacks = [model_parts.LogEpochs("retrieval")]
-  if fn_args.model_run_dir:
+  if run_dir:
     callbacks.append(keras.callbacks.TensorBoard(
-        log_dir=fn_args.model_run_dir, update_freq="epoch", profile_batch=0))
-  history = model.fit(train_dataset(train_files, tft_output, cfg, stats),
+        log_dir=run_dir, update_freq="epoch", profile_batch=0))
+  train_ds = strategy_lib.distribute_dataset(
+      train_dataset(train_files, tft_output, cfg, stats))
+  history = model.fit(train_ds,
                       epochs=epochs, steps_per_epoch=steps_per_epoch,
                       callbacks=callbacks, verbose=int(cfg.get("verbose", 0)))
   train_seconds = time.time() - t0
 
-  export_model(fn_args.serving_model_dir, tft_output, model, cfg, stats,
+  export_model(serving_dir, tft_output, model, cfg, stats,
                catalogue_uri, extra_manifest={
                    "train_seconds": round(train_seconds, 1),
                    "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                    "final_loss": (float(history.history["loss"][-1])
-                                  if history.history.get("loss") else None)})
+                                  if history.history.get("loss") else None),
+                   "warm_start": start["status"],
+                   "replicas": strategy.num_replicas_in_sync})
+  warm_start.save(serving_dir, model, tft_output, model.row_features(), "retrieval")
+  warm_start.write_report(run_dir, start)
+
+
+def _one_batch(files: List[str], tft_output: tft.TFTransformOutput):
+  """A few transformed training examples (to create a model's variables)."""
+  ds = model_parts.make_dataset(files, tft_output, batch_size=2, shuffle=False,
+                                num_epochs=1)
+  return next(iter(ds))
 
 
 def export_model(serving_model_dir: str, tft_output: tft.TFTransformOutput,
