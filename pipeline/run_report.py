@@ -143,6 +143,20 @@ def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
   return _table(rows)
 
 
+def _warm_start_line(model_run_uri: str) -> str:
+  """What the trainer started from (trainer_modules/warm_start.py's report)."""
+  path = os.path.join(model_run_uri, "warm_start.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    message = json.load(f).get("message", "")
+  # "warm start from <long path>: ..." → the path is the latest blessed model.
+  head, sep, rest = message.partition(": ")
+  if sep and head.startswith("warm start from "):
+    message = "warm start from the latest blessed model: " + rest
+  return message if message.startswith("warm start") else "warm start: " + message
+
+
 def _drift_line(result) -> str:
   """"span 2 vs span 1: passed (user_rating 0.004 ...)" from a DriftGate."""
   if not _prop(result, "checked", 0):
@@ -195,6 +209,12 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
     if evaluation is None:
       continue
     lines = [f"{stage}:"]
+    trainer = next((v for k, v in outs.items()
+                    if k.startswith(stage) and "Trainer" in k), None)
+    if trainer and trainer.get("model_run"):
+      warm = _warm_start_line(trainer["model_run"][0].uri)
+      if warm:
+        lines.append(warm)
     if evaluation.get("evaluation"):
       try:
         lines.append(metrics_fn(evaluation["evaluation"][0].uri))

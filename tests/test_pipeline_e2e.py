@@ -100,6 +100,7 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   assert "Retrieval:" in first and "most-popular" in first
   assert "root_mean_squared_error" in first and "user+item bias" in first
   assert first.count("blessed: yes") == 2
+  assert first.count("warm start: no base model") == 2  # nothing blessed before
 
   # Retrain a much worse model (untrained, warm start off: it would restore
   # the blessed weights): not blessed against the last blessed model,
@@ -111,5 +112,6 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
               '"epochs": 10, "warm_start": false}') == 0
   second = capsys.readouterr().out
   assert "blessed: no" in second
+  assert second.count("warm start disabled") == 2
   assert _versions(os.path.join(serving, "retrieval")) == retrieval_versions
   assert _versions(os.path.join(serving, "ranking")) == ranking_versions

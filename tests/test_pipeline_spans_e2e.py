@@ -125,6 +125,8 @@ def test_good_span_retrains_and_pushes_only_if_blessed(span1, span2,
   assert "(span 2)" in output  # the summary's data line: the span read
   assert "spans read: 2" in output  # the default window: the newest span
   assert "Drift: span 2 vs span 1: passed (" in output
+  # Both trainers start from span 1's blessed models.
+  assert output.count("warm start from the latest blessed model: ") == 2, output
   blessed = _blessed(out)
   after = _served(out)
   for stage in STAGES:
