@@ -27,6 +27,7 @@ from typing import Any, List, Optional
 
 from common import filesystems
 from pipeline import configs
+from pipeline import flags
 
 DEFAULT_IMAGE = os.environ.get("RECSYS_IMAGE", "movielens-two-stage:latest")
 # Where the Dockerfile copies this repository (its WORKDIR).
@@ -73,15 +74,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       "\"multi_worker_mirrored\"}'")
   p.add_argument("--ranking-config", type=json.loads, default={},
                  help="JSON overriding ranking trainer settings")
-  g = p.add_argument_group("span data (--data with {SPAN}, e.g. gs://B/ml/span-{SPAN})")
-  g.add_argument("--rolling-spans", type=int, default=None, metavar="N",
-                 help="train on the last N spans (default: the newest)")
-  g.add_argument("--range-config", type=json.loads, default=None,
-                 help="a TFX RangeConfig as JSON, e.g. '{\"static_range\": "
-                      "{\"start_span_number\": 2, \"end_span_number\": 4}}'")
-  g.add_argument("--drift-thresholds", type=json.loads, default=None,
-                 help="JSON {feature: threshold or null} over the defaults "
-                      "in pipeline/configs.py DRIFT_THRESHOLDS")
+  flags.add_span_flags(p)
   p.add_argument("--image-src-dir", default=IMAGE_SRC_DIR,
                  help="where the image holds this repository (the "
                       "Dockerfile's WORKDIR); package files such as the "

@@ -37,6 +37,7 @@ import types
 from typing import List, Optional, Tuple
 
 from pipeline import configs
+from pipeline import flags
 from pipeline import retention
 from pipeline import schedule as schedule_lib
 
@@ -60,18 +61,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument("--max-bad-row-fraction", type=float,
                  default=configs.MAX_BAD_ROW_FRACTION,
                  help="skip (and count) up to this fraction of unparsable rows")
-  sp = p.add_argument_group(
-      "span data", "--data (or the data config's interactions path) with "
-      "TFX's {SPAN} placeholder, e.g. /data/ml/span-{SPAN}: the newest span "
-      "by default, checked for drift against the span before it")
-  sp.add_argument("--rolling-spans", type=int, default=None, metavar="N",
-                  help="train on the last N spans")
-  sp.add_argument("--range-config", type=json.loads, default=None,
-                  help="a TFX RangeConfig as JSON, e.g. '{\"static_range\": "
-                       "{\"start_span_number\": 2, \"end_span_number\": 4}}'")
-  sp.add_argument("--drift-thresholds", type=json.loads, default=None,
-                  help="JSON {feature: threshold or null} over "
-                       "pipeline/configs.py DRIFT_THRESHOLDS")
+  flags.add_span_flags(p)
   p.add_argument("--output-dir", default=configs.DEFAULT_OUTPUT_DIR)
   p.add_argument("--beam-args", default="",
                  help="extra Beam pipeline args, e.g. "
