@@ -19,8 +19,17 @@ import common  # noqa: F401  pylint: disable=unused-import
 
 
 def _recommender(args):
+  """The models as pushed when the command starts, for all of its output.
+
+  One-shot commands don't watch for newer versions: a batch is answered by
+  one model version throughout, and no reload thread can still be loading a
+  SavedModel while the interpreter exits (TensorFlow aborts the process
+  then). `serve` builds its own, reloading, Recommender (serving/http.py).
+  """
   from serving import recommender  # pylint: disable=g-import-not-at-top
-  return recommender.Recommender(args.output_dir, version=args.version)
+  return recommender.Recommender(args.output_dir, version=args.version,
+                                 check_interval=float("inf"),
+                                 background_reload=False)
 
 
 def _features(args):
