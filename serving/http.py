@@ -109,5 +109,8 @@ def create_app(recommender: rec_lib.Recommender) -> fastapi.FastAPI:
 def serve(serving_dir: str, host: str = "127.0.0.1", port: int = 8080,
           version: Optional[int] = None) -> None:
   import uvicorn  # pylint: disable=g-import-not-at-top
-  app = create_app(rec_lib.Recommender(serving_dir, version=version))
-  uvicorn.run(app, host=host, port=port, log_level="info")
+  recommender = rec_lib.Recommender(serving_dir, version=version)
+  try:
+    uvicorn.run(create_app(recommender), host=host, port=port, log_level="info")
+  finally:
+    recommender.close()  # no reload thread may outlive the interpreter

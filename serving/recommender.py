@@ -259,6 +259,7 @@ class Recommender:
     self.background_reload = background_reload
     self._lock = threading.Lock()
     self._loading = False
+    self._reload_thread: Optional[threading.Thread] = None
     self._last_check = 0.0
     self._models: Optional[_Models] = None
     self.refresh()
@@ -324,9 +325,22 @@ class Recommender:
         self._loading = False
 
     if self.background_reload:
-      threading.Thread(target=run, name="recommender-reload", daemon=True).start()
+      self._reload_thread = threading.Thread(target=run, name="recommender-reload",
+                                             daemon=True)
+      self._reload_thread.start()
     else:
       run()
+
+  def close(self, timeout: float = 60.0) -> None:
+    """Stops reloading and waits for a reload in progress.
+
+    TensorFlow aborts the process when the interpreter exits while a thread
+    is still loading a SavedModel; a server calls this before it exits.
+    """
+    self.check_interval = float("inf")
+    thread = self._reload_thread
+    if thread is not None and thread.is_alive():
+      thread.join(timeout)
 
   @property
   def versions(self) -> Dict[str, Optional[int]]:

@@ -226,6 +226,17 @@ def test_versions_reload_pin_incomplete_and_no_ranking(models, tmp_path):
   while rec.recommend("1", k=3)["model_versions"]["ranking"] != 5:
     assert time.time() < deadline, "new ranking version not picked up"
     time.sleep(0.2)
+  # close(): waits for a reload in progress, then stops watching.
+  _push(models, serving_dir, "ranking", 6)
+  time.sleep(0.3)
+  rec.recommend("1", k=3)  # starts a reload thread
+  rec.close()
+  assert rec._reload_thread is None or not rec._reload_thread.is_alive()  # pylint: disable=protected-access
+  closed_version = rec.versions["ranking"]
+  assert closed_version in (5, 6)
+  _push(models, serving_dir, "ranking", 7)
+  time.sleep(0.3)
+  assert rec.recommend("1", k=3)["model_versions"]["ranking"] == closed_version
 
 
 @pytest.mark.slow
