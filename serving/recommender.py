@@ -171,11 +171,10 @@ def normalize_features(features: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 class _Models:
   """Immutable bundle: retrieval model + tables, optional ranking model."""
 
-  def __init__(self, serving_dir: str, retrieval_version: int,
-               ranking_version: Optional[int]):
+  def __init__(self, rdir: str, kdir: Optional[str],
+               retrieval_version: Optional[int], ranking_version: Optional[int]):
     t0 = time.time()
     self.versions = {RETRIEVAL: retrieval_version, RANKING: ranking_version}
-    rdir = os.path.join(serving_dir, RETRIEVAL, str(retrieval_version))
     self.retrieval = tf.saved_model.load(rdir)
     self.query_fn = self.retrieval.signatures[F.RETRIEVAL_QUERY_SIGNATURE]
     assets = os.path.join(rdir, ASSETS_EXTRA)
@@ -217,8 +216,7 @@ class _Models:
         _features_bytes({F.MOVIE_ID: m, F.MOVIE_TITLE: t, F.MOVIE_GENRES: g})
         for m, t, g in zip(ids, titles, genres)]
     self.rank_fn = None
-    if ranking_version is not None:
-      kdir = os.path.join(serving_dir, RANKING, str(ranking_version))
+    if kdir is not None:
       self.ranking = tf.saved_model.load(kdir)
       self.rank_fn = self.ranking.signatures["serving_default"]
     self.warm_up()
@@ -268,6 +266,24 @@ class Recommender:
           f"No complete retrieval model under {self.serving_dir}/{RETRIEVAL} "
           "(integer version folders with saved_model.pb)")
 
+  @classmethod
+  def from_model_dirs(cls, retrieval_dir: str,
+                      ranking_dir: Optional[str] = None) -> "Recommender":
+    """A Recommender over two exported SavedModel folders (no version folders,
+    no reloading): what the pipeline's evaluators and batch jobs use, so they
+    compute exactly what `recommend` serves."""
+    self = cls.__new__(cls)
+    self.serving_dir = None
+    self.pinned = {RETRIEVAL: None, RANKING: None}
+    self.check_interval = float("inf")
+    self.background_reload = False
+    self._lock = threading.Lock()
+    self._loading = False
+    self._reload_thread = None
+    self._last_check = time.monotonic()
+    self._models = _Models(retrieval_dir, ranking_dir, None, None)
+    return self
+
   # -- versions --------------------------------------------------------------
   def _wanted(self) -> Tuple[Optional[int], Optional[int]]:
     out = []
@@ -297,7 +313,11 @@ class Recommender:
                                 current.versions[RANKING]) == (retrieval_v, ranking_v):
       return False
     try:
-      models = _Models(self.serving_dir, retrieval_v, ranking_v)
+      models = _Models(
+          os.path.join(self.serving_dir, RETRIEVAL, str(retrieval_v)),
+          None if ranking_v is None else os.path.join(
+              self.serving_dir, RANKING, str(ranking_v)),
+          retrieval_v, ranking_v)
     except Exception:  # pylint: disable=broad-except
       if current is None:
         raise
