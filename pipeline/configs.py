@@ -86,6 +86,17 @@ RETRIEVAL_BASELINE_TOLERANCE = 0.01
 RANKING_RMSE_UPPER_BOUND = 1.0
 RANKING_MAX_RMSE_INCREASE = 0.01
 
+# Ranking blessing (TwoStageEvaluator, what the RankingPusher follows): the
+# two-stage top-k that `recommend` returns (retrieve TWO_STAGE_N_CANDIDATES
+# unseen movies, rank them, keep k) must beat the retrieval model's own top-k
+# nDCG@k by this margin; the ranking model's RMSE must beat the user+item
+# bias baseline on the same split (explicit ratings), and TFMA's RMSE
+# blessing above must hold. EASE (λ below) is a reference row, not a gate.
+RANKING_NDCG_MARGIN = 0.005
+TWO_STAGE_K = 10
+TWO_STAGE_N_CANDIDATES = 100
+TWO_STAGE_EASE_LAMBDA = 500.0
+
 # Drift gate (components/drift_gate.py), for span inputs (data with {SPAN}):
 # the newest span is compared with the one before it, and the run stops when
 # a feature's distance exceeds its threshold. The comparator follows the

@@ -304,21 +304,8 @@ class Executor(base_executor.BaseExecutor):
   @staticmethod
   def _write_blessing(output_dict, model, baseline, decision, exec_properties):
     """Same properties and marker files as the stock Evaluator."""
-    blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
-    blessing.set_string_custom_property(CURRENT_MODEL_PROPERTY, model.uri)
-    blessing.set_int_custom_property(CURRENT_MODEL_ID_PROPERTY, model.id)
-    if baseline is not None:
-      blessing.set_string_custom_property(BASELINE_MODEL_PROPERTY, baseline.uri)
-      blessing.set_int_custom_property(BASELINE_MODEL_ID_PROPERTY, baseline.id)
-    if "current_component_id" in exec_properties:
-      blessing.set_string_custom_property(
-          "component_id", exec_properties["current_component_id"])
-    blessing.set_string_custom_property(BLESSING_MESSAGE_PROPERTY, decision["message"])
-    blessing_stage.tag(blessing, blessing_stage.RETRIEVAL)  # for Kubeflow's resolver
-    if decision["blessed"]:
-      io_utils.write_string_file(os.path.join(blessing.uri, BLESSED_FILE_NAME), "")
-      blessing.set_int_custom_property(BLESSED_PROPERTY, BLESSED_VALUE)
-    else:
-      io_utils.write_string_file(os.path.join(blessing.uri, NOT_BLESSED_FILE_NAME), "")
-      blessing.set_int_custom_property(BLESSED_PROPERTY, NOT_BLESSED_VALUE)
-    logging.info("Blessing result %s written to %s.", decision["blessed"], blessing.uri)
+    blessing_stage.write_blessing(
+        artifact_utils.get_single_instance(output_dict[BLESSING_KEY]), model,
+        decision["blessed"], decision["message"], blessing_stage.RETRIEVAL,
+        baseline=baseline,
+        component_id=exec_properties.get("current_component_id"))
