@@ -8,6 +8,8 @@ Vertex AI). Add `--endpoint URL --submit` to start a run on a KFP 2.x
 deployment, and/or `--endpoint URL --schedule "CRON"` to create a recurring
 run (KFP cron: 6 fields, seconds first, e.g. "0 0 3 * * *" = 03:00 daily).
 `--spec FILE` submits an already compiled YAML instead of compiling.
+`--run-locally FILE` executes a compiled spec on this machine, task by task,
+as a KFP backend starts them (runners/kfp_local.py).
 
 Module code reaches the containers as this installed package (see the
 Dockerfile): Transform and the Trainers get import paths
@@ -79,6 +81,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                  help="where the image holds this repository (the "
                       "Dockerfile's WORKDIR); package files such as the "
                       "curated schemas are referenced there")
+  p.add_argument("--run-locally", default="", metavar="SPEC",
+                 help="execute this compiled spec here instead of compiling: "
+                      "each task's container command as compiled, with this "
+                      "checkout for --image-src-dir and artifacts under the "
+                      "(local) --pipeline-root; a second run resolves the "
+                      "models blessed by the first")
   g = p.add_argument_group("submission to a KFP 2.x endpoint")
   g.add_argument("--endpoint", default="",
                  help="KFP API host, e.g. http://localhost:8080 after "
@@ -101,6 +109,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if (args.submit or args.schedule) and not args.endpoint:
     p.error("--submit/--schedule need --endpoint (the KFP API host)")
+  if args.run_locally and (args.submit or args.schedule or args.spec):
+    p.error("--run-locally runs a spec here; it does not go with "
+            "--submit/--schedule/--spec")
   if args.spec and not (args.submit or args.schedule):
     p.error("--spec is only for --submit/--schedule")
   if args.submit or args.schedule:
@@ -264,8 +275,23 @@ def submit(args: argparse.Namespace, package: str) -> dict:
   return ids
 
 
+def run_locally(args: argparse.Namespace) -> int:
+  """--run-locally: the compiled spec executed here (runners/kfp_local.py)."""
+  from runners import kfp_local  # pylint: disable=g-import-not-at-top
+  try:
+    kfp_local.run(args.run_locally, args.pipeline_root,
+                  image_src_dir=args.image_src_dir)
+  except (kfp_local.SpecError, kfp_local.TaskFailed, FileNotFoundError,
+          ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
+  if args.run_locally:
+    return run_locally(args)
   if args.spec:
     path = os.path.abspath(args.spec)
   else:
