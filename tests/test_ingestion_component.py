@@ -12,10 +12,13 @@ from tests import test_ingestion_helpers as helpers
 
 
 def _read(base_dir, split):
-  path = ingest.split_file(base_dir, split)
-  assert path.endswith(f"Split-{split}/data_tfrecord-00000-of-00001.gz")
+  paths = ingest.split_files(base_dir, split)
+  assert paths and all(os.path.basename(p).startswith("data_tfrecord-")
+                       and p.endswith(f"-of-{len(paths):05d}.gz") for p in paths)
+  assert sorted(os.listdir(os.path.dirname(paths[0]))) == [
+      os.path.basename(p) for p in paths]  # no temporary files left
   out = []
-  for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+  for record in tf.data.TFRecordDataset(paths, compression_type="GZIP"):
     example = tf.train.Example.FromString(record.numpy())
     row = {}
     for name, feature in example.features.feature.items():
@@ -140,7 +143,9 @@ def test_fold_split(ml100k_dir, tmp_path):
   assert summary.num_examples == {"train": 1200, "eval": 300}
   eval_ = _read(ex_dir, "eval")
   expected = [tuple(l.split("\t")[:2]) for l in written["test"]]
-  assert [(x["user_id"], x["movie_id"]) for x in eval_] == expected
+  # Shards deal rows round-robin: the same rows, not the file's order.
+  assert sorted((x["user_id"], x["movie_id"]) for x in eval_) == sorted(
+      expected)
   # Folds exist only for ml-100k, and only when the files are there.
   with pytest.raises(IngestionError, match="split 'u2' needs a GroupLens "
                      "ml-100k folder"):
@@ -226,3 +231,64 @@ def test_source_fingerprint_changes_with_the_files(ml100k_dir):
     f.write("1\t2\t3\t880000000\n")
   after = MovieLensExampleGen(source=ml100k_dir).exec_properties["source_fingerprint"]
   assert after != before
+
+
+# -- shards ------------------------------------------------------------------
+def _ids(base_dir, split):
+  return [(x["user_id"], x["movie_id"]) for x in _read(base_dir, split)]
+
+
+def test_shards_grow_with_rows_and_keep_every_row_once(ml100k_dir, tmp_path,
+                                                       monkeypatch):
+  whole, ex_dir, cat_dir = _run(ml100k_dir, tmp_path, "whole")
+  assert whole.num_shards == {"train": 2, "eval": 2, "catalogue": 2}
+  monkeypatch.setattr(ingest, "ROWS_PER_SHARD", 100)  # groups of 2 x 100 rows
+  small, ex_small, _ = _run(ml100k_dir, tmp_path, "small")
+  train = small.num_examples["train"]
+  assert small.num_shards["train"] == 2 * -(-train // 200) > 2
+  paths = ingest.split_files(ex_small, "train")
+  assert len(paths) == small.num_shards["train"]
+  sizes = [sum(1 for _ in tf.data.TFRecordDataset(p, compression_type="GZIP"))
+           for p in paths]
+  assert max(sizes) <= 100 and sum(sizes) == train
+  for split in ("train", "eval"):  # the same rows, each once
+    rows = _ids(ex_small, split)
+    assert len(rows) == len(set(rows))
+    assert set(rows) == set(_ids(ex_dir, split))
+
+
+def test_fixed_num_shards_and_executor_properties(ml100k_dir, tmp_path):
+  from tfx.types import standard_artifacts
+  from components.ingestion import executor
+  examples = standard_artifacts.Examples()
+  examples.uri = str(tmp_path / "examples")
+  catalogue = standard_artifacts.Examples()
+  catalogue.uri = str(tmp_path / "catalogue")
+  executor.Executor().Do(
+      {}, {"examples": [examples], "catalogue": [catalogue]},
+      {"source": ml100k_dir, "num_shards": 5})
+  for split in ("train", "eval"):
+    paths = ingest.split_files(examples.uri, split)
+    assert [os.path.basename(p) for p in paths] == [
+        f"data_tfrecord-{i:05d}-of-00005.gz" for i in range(5)]
+    assert examples.get_int_custom_property(f"num_shards_{split}") == 5
+    assert len(_read(examples.uri, split)) == examples.get_int_custom_property(
+        f"num_examples_{split}")
+  assert len(ingest.split_files(catalogue.uri, "catalogue")) == 5
+  assert len(_read(catalogue.uri, "catalogue")) == 123
+  # Fewer rows than shards: only the shards that hold rows.
+  summary, ex_dir, cat_dir = _run(ml100k_dir, tmp_path, "many",
+                                  num_shards=200)
+  assert summary.num_shards["catalogue"] == 123
+  assert len(_read(cat_dir, "catalogue")) == 123
+
+
+def test_num_shards_is_checked():
+  from components.ingestion import MovieLensExampleGen
+  with pytest.raises(IngestionError, match="num_shards"):
+    ingest.ingest("x", examples_dir="e", catalogue_dir="c", num_shards=-1)
+  with pytest.raises(IngestionError, match="num_shards"):
+    MovieLensExampleGen(source="tfds:movielens/100k-ratings", num_shards=-2)
+  component = MovieLensExampleGen(source="tfds:movielens/100k-ratings",
+                                  num_shards=4)
+  assert component.exec_properties["num_shards"] == 4

@@ -15,8 +15,8 @@ SMALL = dict(num_users=12, num_movies=24, ratings_per_user=5)  # 60 ratings
 
 
 def _count(base_dir, split):
-  path = ingest.split_file(base_dir, split)
-  return sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+  paths = ingest.split_files(base_dir, split)
+  return sum(1 for _ in tf.data.TFRecordDataset(paths, compression_type="GZIP"))
 
 
 def _dirs(root, names):
@@ -123,7 +123,7 @@ def test_ingest_first_span_has_no_previous(tmp_path):
                           drift_dir=str(out / "d"))
   assert (summary.spans, summary.previous_span) == ([1], None)
   assert summary.num_drift_examples == {"current": 60}
-  assert not os.path.exists(ingest.split_file(str(out / "d"), "previous"))
+  assert not ingest.split_files(str(out / "d"), "previous")
 
 
 def test_catalogue_is_the_union_newest_span_wins(tmp_path):
@@ -141,8 +141,8 @@ def test_catalogue_is_the_union_newest_span_wins(tmp_path):
                           range_config={"rolling_range": {"num_spans": 2}})
   assert summary.num_movies == 24 + 3  # the dropped movie is still there
   titles = {}
-  path = ingest.split_file(str(out / "c"), "catalogue")
-  for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+  paths = ingest.split_files(str(out / "c"), "catalogue")
+  for record in tf.data.TFRecordDataset(paths, compression_type="GZIP"):
     ex = tf.train.Example.FromString(record.numpy()).features.feature
     titles[ex["movie_id"].bytes_list.value[0]] = (
         ex["movie_title"].bytes_list.value[0])

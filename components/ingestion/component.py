@@ -16,6 +16,10 @@ Outputs two Examples artifacts (GZIP TFRecords of tf.Example in TFX's
   (components/drift_gate.py); custom properties current_span,
   previous_span, num_examples_current, num_examples_previous.
 
+Every split is written in several shards (``data_tfrecord-SSSSS-of-NNNNN.gz``;
+`num_shards`, default: by the number of rows, see ingest.py); ``examples``
+records them as num_shards_train and num_shards_eval.
+
 With spans (components/ingestion/spans.py) every artifact's ``span`` is the
 newest span read and ``examples`` has the custom property ``spans`` (the
 span numbers of the union, e.g. "3,4,5").
@@ -34,6 +38,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components.ingestion import executor
+from components.ingestion import ingest
 from components.ingestion import spans
 
 
@@ -49,6 +54,8 @@ class MovieLensExampleGenSpec(types.ComponentSpec):
                                                             optional=True),
       # RangeConfig as JSON (as stock ExampleGen's range_config), "" = none.
       executor.RANGE_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
+      # Files per split; absent or 0: by the number of rows (ingest.py).
+      executor.NUM_SHARDS_KEY: ExecutionParameter(type=int, optional=True),
       # Not read by the executor: it is part of the cache key, so new data
       # under the same path is ingested again instead of served from cache.
       "source_fingerprint": ExecutionParameter(type=str, optional=True),
@@ -119,6 +126,8 @@ class MovieLensExampleGen(base_component.BaseComponent):
       the data config's interactions.path), the spans to read: a TFX
       RangeConfig proto, its dict or JSON (``{"rolling_range": {"num_spans":
       3}}``); None reads the newest span. See spans.py.
+    num_shards: files per split; 0 (default) grows them with the rows (at
+      least 2, about one per million rows), see ingest.py.
   """
 
   SPEC_CLASS = MovieLensExampleGenSpec
@@ -128,6 +137,7 @@ class MovieLensExampleGen(base_component.BaseComponent):
                split: str = "random", eval_fraction: float = 0.2,
                max_bad_row_fraction: float = 0.0,
                range_config=None,
+               num_shards: int = 0,
                examples: Optional[types.Channel] = None,
                catalogue: Optional[types.Channel] = None):
     uses_spans = bool(spans.source_pattern(source, data_config))
@@ -136,9 +146,12 @@ class MovieLensExampleGen(base_component.BaseComponent):
       raise ValueError(
           f"range_config {range_json} needs a {{SPAN}} pattern, but "
           f"{source or data_config!r} has none (e.g. /data/ml/span-{{SPAN}})")
+    ingest.check_num_shards(num_shards)
     optional = {}
     if range_json:  # absent otherwise: the cache key of span-less runs stays
       optional[executor.RANGE_CONFIG_KEY] = range_json
+    if num_shards:  # absent when 0, as range_config
+      optional[executor.NUM_SHARDS_KEY] = num_shards
     if uses_spans:
       optional[executor.DRIFT_EXAMPLES_KEY] = types.Channel(
           type=standard_artifacts.Examples)

@@ -21,6 +21,7 @@ DATA_CONFIG_KEY = "data_config"
 SPLIT_KEY = "split"
 EVAL_FRACTION_KEY = "eval_fraction"
 MAX_BAD_ROW_FRACTION_KEY = "max_bad_row_fraction"
+NUM_SHARDS_KEY = "num_shards"
 
 
 def _mark_examples(artifact: types.Artifact, split_names: List[str]) -> None:
@@ -55,7 +56,8 @@ class Executor(base_executor.BaseExecutor):
         max_bad_row_fraction=float(prop(MAX_BAD_ROW_FRACTION_KEY, 0.0)),
         examples_dir=examples.uri, catalogue_dir=catalogue.uri,
         range_config=prop(RANGE_CONFIG_KEY, "") or None,
-        drift_dir=drift.uri if drift is not None else None)
+        drift_dir=drift.uri if drift is not None else None,
+        num_shards=int(prop(NUM_SHARDS_KEY, 0)))
     span = summary.span if summary.span is not None else 0
 
     _mark_examples(examples, [ingest.TRAIN, ingest.EVAL])
@@ -67,6 +69,9 @@ class Executor(base_executor.BaseExecutor):
     examples.set_string_custom_property("source_family", summary.source_family)
     examples.set_string_custom_property("split", summary.split)
     examples.set_int_custom_property("implicit", int(summary.implicit))
+    for name in (ingest.TRAIN, ingest.EVAL):
+      examples.set_int_custom_property(f"num_shards_{name}",
+                                       summary.num_shards[name])
 
     if summary.spans:
       # Which spans the examples are the union of (span = the newest).

@@ -3,10 +3,25 @@
 `ingest()` is the whole work of the MovieLensExampleGen executor, without
 TFX artifacts, so it can be used and tested on plain folders:
 
-* ``<examples_dir>/Split-train/data_tfrecord-00000-of-00001.gz`` and
+* ``<examples_dir>/Split-train/data_tfrecord-SSSSS-of-NNNNN.gz`` and
   ``Split-eval/...``: one tf.Example per rating (`features.to_tf_example`);
-* ``<catalogue_dir>/Split-catalogue/data_tfrecord-00000-of-00001.gz``: one
+* ``<catalogue_dir>/Split-catalogue/data_tfrecord-SSSSS-of-NNNNN.gz``: one
   tf.Example per movie of the source (movie_id, movie_title, movie_genres).
+
+Shards: every split is written as several files (the names of Beam's and
+stock ExampleGen's WriteToTFRecord; readers glob ``Split-<name>/*``). GZIP
+files cannot be split, so a Beam stage reads a split with at most one worker
+per file: on Flink, Spark or Dataflow (and the DirectRunner's
+multi_processing mode) more shards let more workers read. With num_shards 0
+(the default) the number grows with the data: rows are dealt round-robin to
+a group of MIN_SHARDS open files, and every MIN_SHARDS * ROWS_PER_SHARD rows
+the group is closed and a new one opened, so a split has
+MIN_SHARDS * ceil(rows / (MIN_SHARDS * ROWS_PER_SHARD)) shards of at most
+ROWS_PER_SHARD rows (fewer when the split has fewer rows than MIN_SHARDS).
+num_shards > 0 deals the rows round-robin to exactly that many files.
+Reading the shards in name order gives every row once, in a deterministic
+order. Files are written under temporary names and renamed when the split is
+complete (when the total, NNNNN, is known).
 
 Splits:
 
@@ -52,7 +67,9 @@ from components.ingestion.sources import BadRowTracker, IngestionError
 TRAIN, EVAL, CATALOGUE = "train", "eval", "catalogue"
 CURRENT, PREVIOUS = "current", "previous"  # splits of the drift examples
 SPLITS = ("random", "time") + sources.ML100K_FOLDS
-FILE_NAME = "data_tfrecord-00000-of-00001.gz"
+FILE_PREFIX = "data_tfrecord"
+MIN_SHARDS = 2  # shards per split at least (fewer only for fewer rows)
+ROWS_PER_SHARD = 1_000_000  # automatic sharding: rows per shard at most
 
 
 @dataclasses.dataclass
@@ -71,11 +88,24 @@ class IngestionSummary:
   span: Optional[int] = None  # the newest span read
   previous_span: Optional[int] = None  # the drift baseline
   num_drift_examples: Dict[str, int] = dataclasses.field(default_factory=dict)
+  num_shards: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def split_file(base_dir: str, split_name: str) -> str:
-  """The TFRecord file of one split, in TFX's layout."""
-  return os.path.join(base_dir, f"Split-{split_name}", FILE_NAME)
+def split_dir(base_dir: str, split_name: str) -> str:
+  """The folder of one split, in TFX's layout."""
+  return os.path.join(base_dir, f"Split-{split_name}")
+
+
+def shard_name(index: int, total: int) -> str:
+  """data_tfrecord-00003-of-00008.gz (Beam's default shard template)."""
+  return f"{FILE_PREFIX}-{index:05d}-of-{total:05d}.gz"
+
+
+def split_files(base_dir: str, split_name: str) -> List[str]:
+  """The TFRecord files of one split, in shard order ([] when none)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  pattern = os.path.join(split_dir(base_dir, split_name), f"{FILE_PREFIX}-*")
+  return sorted(tf.io.gfile.glob(pattern))
 
 
 def is_eval_random(user_id: str, movie_id: str, eval_fraction: float) -> bool:
@@ -95,22 +125,65 @@ def time_cut(timestamps, eval_fraction: float) -> int:
   return int(np.quantile(values, 1.0 - eval_fraction, method="lower"))
 
 
-class _Writer:
-  """A GZIP TFRecord writer of tf.Examples for one split."""
+def check_num_shards(num_shards: int) -> int:
+  if not isinstance(num_shards, int) or num_shards < 0:
+    raise IngestionError(f"num_shards must be an integer >= 0 (0: by the "
+                         f"number of rows), got {num_shards!r}")
+  return num_shards
 
-  def __init__(self, base_dir: str, split_name: str):
+
+class _Writer:
+  """Sharded GZIP TFRecord files of tf.Examples for one split (see above)."""
+
+  def __init__(self, base_dir: str, split_name: str, num_shards: int = 0):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    path = split_file(base_dir, split_name)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    self._writer = tf.io.TFRecordWriter(path, options="GZIP")
+    self._tf = tf
+    self._dir = split_dir(base_dir, split_name)
+    tf.io.gfile.makedirs(self._dir)
+    self._width = check_num_shards(num_shards) or MIN_SHARDS
+    self._group_rows = (0 if num_shards else self._width * ROWS_PER_SHARD)
+    self._group: List = []  # open writers of the current group
+    self._paths: List[str] = []  # temporary paths, in shard order
+    self._closed = False
     self.count = 0
 
+  def _open(self):
+    path = os.path.join(self._dir,
+                        f".{FILE_PREFIX}-{len(self._paths):05d}.tmp.gz")
+    self._paths.append(path)
+    self._group.append(self._tf.io.TFRecordWriter(path, options="GZIP"))
+
+  def _close_group(self) -> None:
+    for writer in self._group:
+      writer.close()
+    self._group = []
+
   def write(self, row) -> None:
-    self._writer.write(features.to_tf_example(row).SerializeToString())
+    slot = self.count % self._width
+    if self._group_rows and self.count and self.count % self._group_rows == 0:
+      self._close_group()
+    if slot >= len(self._group):
+      self._open()
+    self._group[slot].write(features.to_tf_example(row).SerializeToString())
     self.count += 1
 
+  @property
+  def num_shards(self) -> int:
+    return len(self._paths)
+
   def close(self) -> None:
-    self._writer.close()
+    """Closes the files and gives them their final names (once)."""
+    if self._closed:
+      return
+    self._closed = True
+    if not self._paths:  # an empty split still gets one (empty) file
+      self._open()
+    self._close_group()
+    total = len(self._paths)
+    for index, path in enumerate(self._paths):
+      self._tf.io.gfile.rename(
+          path, os.path.join(self._dir, shard_name(index, total)),
+          overwrite=True)
 
 
 def check_split(split: str, eval_fraction: float) -> None:
@@ -125,14 +198,17 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
            eval_fraction: float = 0.2, max_bad_row_fraction: float = 0.0, *,
            examples_dir: str, catalogue_dir: str,
            tfds_data_dir: Optional[str] = None, range_config=None,
-           drift_dir: Optional[str] = None) -> IngestionSummary:
+           drift_dir: Optional[str] = None,
+           num_shards: int = 0) -> IngestionSummary:
   """Writes the train/eval examples and the catalogue; returns the counts.
 
   range_config (a RangeConfig, its dict or JSON) selects the spans of a
-  ``{SPAN}`` pattern; drift_dir receives the current/previous span splits.
+  ``{SPAN}`` pattern; drift_dir receives the current/previous span splits;
+  num_shards is the number of files per split (0: by the number of rows).
   """
   split = (split or "random").strip()
   check_split(split, eval_fraction)
+  check_num_shards(num_shards)
   tracker = BadRowTracker(max_bad_row_fraction)
   pattern = spans_lib.source_pattern(source, data_config)
   selection = spans_lib.resolve(pattern, range_config) if pattern else None
@@ -154,8 +230,8 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
     logging.info("Ingesting %s (family %s), split %s", reader.name,
                  reader.family, split)
     reader.prepare()
-    writers = {TRAIN: _Writer(examples_dir, TRAIN),
-               EVAL: _Writer(examples_dir, EVAL)}
+    writers = {TRAIN: _Writer(examples_dir, TRAIN, num_shards),
+               EVAL: _Writer(examples_dir, EVAL, num_shards)}
     try:
       _write_split(reader, split, eval_fraction, writers)
     finally:
@@ -168,20 +244,22 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
         raise IngestionError(
             f"The {name} split of {reader.name} is empty ({counts}); use more "
             f"data or another split / eval_fraction")
-    catalogue = _Writer(catalogue_dir, CATALOGUE)
+    catalogue = _Writer(catalogue_dir, CATALOGUE, num_shards)
     try:
       for movie in reader.catalogue():
         catalogue.write(movie)
     finally:
       catalogue.close()
+    shards = {name: w.num_shards for name, w in writers.items()}
+    shards[CATALOGUE] = catalogue.num_shards
     logging.info("Wrote %d train and %d eval examples, %d catalogue movies "
-                 "(%d bad rows skipped)", counts[TRAIN], counts[EVAL],
-                 catalogue.count, tracker.bad)
+                 "(%d bad rows skipped); shards: %s", counts[TRAIN],
+                 counts[EVAL], catalogue.count, tracker.bad, shards)
     summary = IngestionSummary(
         source=reader.name, source_family=reader.family, split=split,
         num_examples=counts, num_movies=catalogue.count,
         num_bad_rows=tracker.bad, implicit=reader.implicit,
-        problems=list(tracker.problems))
+        problems=list(tracker.problems), num_shards=shards)
   finally:
     reader.close()
   if selection is not None:
@@ -190,12 +268,13 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
     summary.previous_span = selection.previous
     if drift_dir:
       summary.num_drift_examples = write_drift_examples(
-          selection, (data_config or "").strip(), drift_dir)
+          selection, (data_config or "").strip(), drift_dir, num_shards)
   return summary
 
 
 def write_drift_examples(selection: spans_lib.SpanSelection, data_config: str,
-                         drift_dir: str) -> Dict[str, int]:
+                         drift_dir: str, num_shards: int = 0
+                         ) -> Dict[str, int]:
   """Writes the newest span (current) and the one before it (previous)."""
   counts = {}
   parts = [(CURRENT, selection.newest)]
@@ -204,7 +283,7 @@ def write_drift_examples(selection: spans_lib.SpanSelection, data_config: str,
   for name, span in parts:
     tracker = BadRowTracker(0.0)
     reader = sources.open_spans(selection, [span], data_config, tracker)
-    writer = _Writer(drift_dir, name)
+    writer = _Writer(drift_dir, name, num_shards)
     try:
       with tracker.paused():  # see the module docstring
         for row in reader.ratings():
