@@ -133,3 +133,60 @@ def test_ease_skip_reason_above_max_items():
   assert "skipped" in reason and str(ease.MAX_ITEMS) in reason
   with pytest.raises(ease.EaseSkipped, match="MAX_ITEMS"):
     ease.fit(sparse.csr_matrix((1, ease.MAX_ITEMS + 1), dtype=np.float32))
+
+
+# -- benchmarks/two_stage_quality.py helpers (no TensorFlow) -------------------
+
+def _rows(pairs):
+  return [{"user_id": u, "movie_id": m, "user_rating": 4.0} for u, m in pairs]
+
+
+def _problem():
+  from benchmarks import two_stage_quality as bench
+  train = _rows([("1", "10"), ("1", "11"), ("2", "11"), ("3", "12"), ("2", "11")])
+  evals = _rows([("1", "12"), ("1", "13"), ("2", "10"), ("2", "11"), ("10", "13")])
+  return bench, bench.index_problem(train, evals, ["10", "11", "12", "13"])
+
+
+def test_index_problem_orders_users_and_drops_seen_from_relevant():
+  _, p = _problem()
+  assert p["users"] == ["1", "2", "3", "10"]  # numeric order, not "10" < "2"
+  assert p["eval_users"] == ["1", "2", "10"]
+  assert p["train_matrix"].nnz == 4  # the duplicate (2, 11) counted once
+  # User 2's eval movie 11 was also rated in training: not relevant.
+  assert p["relevant"] == [{2, 3}, {0}, {3}]
+  assert p["eval_rows"].toarray().tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_score_rows_excludes_seen_and_adds_depth_metrics():
+  bench, p = _problem()
+  scores = np.array([4.0, 3.0, 2.0, 1.0])  # one order for everybody
+  m = bench.score_rows(lambda idx: np.tile(scores, (len(idx), 1)), p, k=1)
+  # Top-1 excluding seen: user 1 → 12 (hit), user 2 → 10 (hit), user 10 → 10 (miss).
+  assert m["users"] == 3
+  assert m["precision@1"] == pytest.approx(2 / 3)
+  assert m["hit@100"] == 1.0 and m["recall@100"] == 1.0
+
+
+def test_recommend_lists_maps_ids_and_counts_problems():
+  bench, p = _problem()
+  answers = {"1": ["12", "99"], "2": ["10", "11"], "10": []}
+  fake = lambda u, k, n_candidates: {"items": [{"movie_id": m} for m in answers[u][:k]]}
+  res = bench.recommend_lists(fake, p["eval_users"], p["col"], k=2, n_candidates=5)
+  assert res["lists"] == [[2, topk.PAD], [0, 1], []]
+  assert res["unknown_movies"] == 1 and res["short_lists"] == 1
+  assert bench.seen_violations(res["lists"], p["eval_rows"]) == 1  # user 2 got 11
+  m = bench.list_metrics(res["lists"], p["relevant"], 2)
+  assert m["precision@2"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
+
+
+def test_summarize_rows_and_table():
+  bench, _ = _problem()
+  seeds = [{"a": {"metrics": {"ndcg@10": v}, "fit_seconds": 1.0},
+            "e": {"skipped": "EASE skipped: too big"}} for v in (0.2, 0.4)]
+  s = bench.summarize_rows(seeds)
+  assert s["a"]["metrics"]["ndcg@10"]["mean"] == pytest.approx(0.3)
+  assert s["a"]["metrics"]["ndcg@10"]["std"] == pytest.approx(0.1)
+  assert s["e"] == {"skipped": "EASE skipped: too big"}
+  text = bench.table(s, 10)
+  assert "0.3000 ± 0.100" in text and "EASE skipped" in text
