@@ -77,6 +77,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument("--ranking-config", type=json.loads, default={},
                  help="JSON overriding ranking trainer settings")
   flags.add_span_flags(p)
+  p.add_argument("--no-batch-recommendations", action="store_true",
+                 help="no BatchRecommender after the Pushers")
+  p.add_argument("--batch-recommendations-k", type=int, default=50)
   p.add_argument("--image-src-dir", default=IMAGE_SRC_DIR,
                  help="where the image holds this repository (the "
                       "Dockerfile's WORKDIR); package files such as the "
@@ -142,6 +145,8 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       rolling_spans=args.rolling_spans,
       drift_thresholds=args.drift_thresholds,
       beam_pipeline_args=configs.merged_beam_args(args.beam_args),
+      batch_recommendations=not getattr(args, "no_batch_recommendations", False),
+      batch_recommendations_k=getattr(args, "batch_recommendations_k", 50),
   )
   output = os.path.abspath(args.output)
   runner = kfp_runner.KubeflowV2DagRunner(

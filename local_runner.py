@@ -83,6 +83,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       "their configs', auto)")
   p.add_argument("--no-retrieval", action="store_true", help="skip the retrieval branch")
   p.add_argument("--no-ranking", action="store_true", help="skip the ranking branch")
+  p.add_argument("--no-batch-recommendations", action="store_true",
+                 help="skip the BatchRecommender (top-k of every user after a push)")
+  p.add_argument("--batch-recommendations-k", type=int, default=50,
+                 help="recommendations per user of the BatchRecommender")
   p.add_argument("--verbose", action="store_true", help="also print full logs")
   _add_operations_args(p)
   args = p.parse_args(argv)
@@ -327,6 +331,8 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
         range_config=args.range_config,
         rolling_spans=args.rolling_spans,
         drift_thresholds=args.drift_thresholds,
+        batch_recommendations=not args.no_batch_recommendations,
+        batch_recommendations_k=args.batch_recommendations_k,
     )
     with reporting_launcher(progress):
       LocalDagRunner().run(p)

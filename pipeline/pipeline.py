@@ -10,6 +10,7 @@ Data flows top to bottom, one component per step:
   Transform                          (vocabularies, buckets: transform/)
   ├─ retrieval: Trainer (two-tower) → RetrievalEvaluator → Pusher
   └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → Pusher
+  BatchRecommender (after both Pushers): top-k of every user, Parquet
 
 With span inputs (data "/data/ml/span-{SPAN}", or {SPAN} in a data config's
 interactions path) the ingestion reads the spans the range config selects
@@ -38,6 +39,7 @@ from components.ingestion import MovieLensExampleGen
 from components.ingestion import custom_source
 from components.ingestion import detect_source_family
 from components.drift_gate import DriftGate
+from components.batch_recommender import BatchRecommender
 from components.validation_gate import ValidationGate
 from pipeline import configs
 from pipeline import schemas
@@ -54,6 +56,21 @@ def is_implicit(data_config: str) -> bool:
 
 
 DRIFT_STATISTICS_GEN_ID = "DriftStatisticsGen"
+
+
+def batch_recommender(components, serving_dir: str, k: int) -> BatchRecommender:
+  """A BatchRecommender after the branches' Pushers (found by their ids)."""
+  from pipeline import ranking_branch, retrieval_branch  # pylint: disable=g-import-not-at-top
+  by_id = {c.id: c for c in components}
+  ranking = {}
+  if ranking_branch.PUSHER_ID in by_id:
+    ranking = dict(
+        ranking_model=by_id[ranking_branch.TRAINER_ID].outputs["model"],
+        ranking_pushed_model=by_id[ranking_branch.PUSHER_ID].outputs["pushed_model"])
+  return BatchRecommender(
+      retrieval_model=by_id[retrieval_branch.TRAINER_ID].outputs["model"],
+      retrieval_pushed_model=by_id[retrieval_branch.PUSHER_ID].outputs["pushed_model"],
+      serving_dir=serving_dir, k=k, **ranking)
 
 
 def span_range_config(range_config=None, rolling_spans: Optional[int] = None):
@@ -90,6 +107,8 @@ def create_pipeline(
     range_config=None,
     rolling_spans: Optional[int] = None,
     drift_thresholds: Optional[Dict[str, Optional[float]]] = None,
+    batch_recommendations: bool = True,
+    batch_recommendations_k: int = 50,
 ) -> tfx_pipeline.Pipeline:
   """Wires ingestion → validation → Transform → two trainer branches.
 
@@ -107,6 +126,9 @@ def create_pipeline(
     rolling_spans: short for a rolling range of the last N spans.
     drift_thresholds: per-feature overrides of configs.DRIFT_THRESHOLDS
       (None removes a feature from the drift check); span data only.
+    batch_recommendations: after both Pushers, a BatchRecommender writes
+      the top batch_recommendations_k of every known user with the served
+      models, when a model was pushed in this run (needs retrieval).
   """
   components = []
 
@@ -184,6 +206,10 @@ def create_pipeline(
         custom_config=dict(configs.RANKING_CONFIG, **(ranking_config or {})),
         present_features=([f.name for f in schemas.load_schema(family).feature]
                           if schema_file else None))
+
+  if batch_recommendations and enable_retrieval:
+    components.append(batch_recommender(components, serving_dir,
+                                        batch_recommendations_k))
 
   return tfx_pipeline.Pipeline(
       pipeline_name=pipeline_name,

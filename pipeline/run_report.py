@@ -169,6 +169,17 @@ def _drift_line(result) -> str:
   return spans + "passed (" + ", ".join(f"{f} {d:.3f}" for f, d in distances) + ")"
 
 
+def _batch_line(artifact) -> str:
+  """What the BatchRecommender wrote (components/batch_recommender)."""
+  if not _prop(artifact, "generated", 0):
+    return f"Batch recommendations: none ({_prop(artifact, 'skip_reason', '?')})"
+  from components.batch_recommender import executor  # pylint: disable=g-import-not-at-top
+  path = os.path.join(artifact.uri, f"Split-{executor.SPLIT}", executor.FILE_NAME)
+  return (f"Batch recommendations: {_prop(artifact, 'num_users', '?')} users, "
+          f"top {_prop(artifact, 'k', '?')} ({_prop(artifact, 'num_rows', '?')} rows, "
+          f"{_prop(artifact, 'users_per_second', '?')} users/s)\n  {path}")
+
+
 def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
   """A human-readable summary of the newest run."""
   outs = latest_run_outputs(metadata_path, pipeline_name)
@@ -232,5 +243,8 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
       else:
         lines.append("pushed: nothing (not blessed; the served version stays)")
     parts.append("\n".join(lines))
+  batch = next((v for k, v in outs.items() if "BatchRecommender" in k), {})
+  if batch.get("recommendations"):
+    parts.append(_batch_line(batch["recommendations"][0]))
   parts.append(f"Serving directory: {serving_dir}")
   return "\n\n".join(parts)
