@@ -58,6 +58,9 @@ EXECUTOR_OUTPUT_FILE = "executor_output.json"
 RUN_SUMMARY_FILE = "run.json"
 PYTHON_COMMANDS = ("python", "python3")
 LOG_TAIL_LINES = 40
+# Shown on a task's progress line.
+NOTED_PROPERTIES = {"tfx.ModelBlessing": ("blessed",),
+                    "tfx.PushedModel": ("pushed",)}
 # Container processes at a time (KFP starts independent tasks' pods at once).
 DEFAULT_PARALLEL = 2
 
@@ -640,8 +643,9 @@ class LocalRun:
     self.output_parameters[task_name] = params
     notes = []
     for key, [a] in sorted(produced.items()):
-      if "blessed" in a["metadata"]:
-        notes.append(f"{key} blessed={_to_text(a['metadata']['blessed'])}")
+      for flag in NOTED_PROPERTIES.get(a["schema_title"], ()):
+        if flag in a["metadata"]:
+          notes.append(f"{key} {flag}={_to_text(a['metadata'][flag])}")
     return "ok" + (", " + ", ".join(notes) if notes else "")
 
   def _resolver_task(self, task_name: str, component: Mapping[str, Any],
