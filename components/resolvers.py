@@ -22,7 +22,10 @@ LatestBlessedModelStrategy into fixed MLMD queries
 (`schema_title="tfx.ModelBlessing" AND metadata.blessed=1`, then the Model
 named by `current_model_id`) and ignores producer ids. kubeflow_runner.py
 therefore adds each stage's `blessing_stage` to the compiled blessing query
-(components/blessing_stage.py), which both evaluators write.
+(components/blessing_stage.py), which the evaluators write: "retrieval"
+(RetrievalEvaluator), "ranking" (TwoStageEvaluator, whose blessing the
+RankingPusher follows and the ranking resolver filters on) and
+"ranking_rating" (the TFMA RankingEvaluator, never a resolver's source).
 """
 from __future__ import annotations
 

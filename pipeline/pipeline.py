@@ -9,7 +9,9 @@ Data flows top to bottom, one component per step:
     → DriftStatisticsGen → DriftGate  (drift beyond thresholds stops it here)
   Transform                          (vocabularies, buckets: transform/)
   ├─ retrieval: Trainer (two-tower) → RetrievalEvaluator → Pusher
-  └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → Pusher
+  └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → TwoStageEvaluator → Pusher
+                 (TwoStageEvaluator: the top-k `recommend` returns from both
+                 models vs retrieval-only; it blesses the ranking model)
   BatchRecommender (after both Pushers): top-k of every user, Parquet
 
 With span inputs (data "/data/ml/span-{SPAN}", or {SPAN} in a data config's
@@ -46,7 +48,9 @@ from pipeline import schemas
 
 
 IMPLICIT_NOTE = ("The data is implicit feedback (data config: implicit: true): "
-                 "no rating to predict, so the ranking branch is switched off.")
+                 "no rating to predict, so the ranking model is trained on "
+                 "engagement alone and blessed by the two-stage top-k only "
+                 "(no TFMA RMSE evaluation, no rating check).")
 
 
 def is_implicit(data_config: str) -> bool:
@@ -119,7 +123,8 @@ def create_pipeline(
       <serving_dir>/ranking/<version>.
     data_config: path of a data config file for a user's own interactions.
     enable_retrieval / enable_ranking: build each branch (ranking needs
-      explicit ratings; it is switched off for implicit-feedback data).
+      retrieval: its blessing is the two-stage evaluation of both models;
+      for implicit-feedback data it has no TFMA evaluator).
     range_config: for span data ({SPAN} in data or in the data config's
       interactions path), which spans to read: a TFX RangeConfig, its dict
       or JSON; None: the newest span.
@@ -194,10 +199,13 @@ def create_pipeline(
         example_gen=example_gen, transform=transform, schema_gen=schema_gen,
         serving_dir=os.path.join(serving_dir, "retrieval"),
         custom_config=dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {})))
-  if enable_ranking and is_implicit(data_config):
-    # Implicit feedback has no rating to predict: retrieval only.
+  implicit = enable_ranking and is_implicit(data_config)
+  if implicit:
     logging.warning(IMPLICIT_NOTE)
-    enable_ranking = False
+  if enable_ranking and not enable_retrieval:
+    raise ValueError("enable_ranking needs enable_retrieval: the ranking model "
+                     "is blessed by the two-stage evaluation (TwoStageEvaluator) "
+                     "of this run's retrieval and ranking models")
   if enable_ranking:
     from pipeline import ranking_branch  # pylint: disable=g-import-not-at-top
     components += ranking_branch.create(
@@ -205,7 +213,10 @@ def create_pipeline(
         serving_dir=os.path.join(serving_dir, "ranking"),
         custom_config=dict(configs.RANKING_CONFIG, **(ranking_config or {})),
         present_features=([f.name for f in schemas.load_schema(family).feature]
-                          if schema_file else None))
+                          if schema_file else None),
+        retrieval_trainer=next(c for c in components
+                               if c.id == retrieval_branch.TRAINER_ID),
+        implicit=implicit)
 
   if batch_recommendations and enable_retrieval:
     components.append(batch_recommender(components, serving_dir,

@@ -1,10 +1,21 @@
-"""Ranking branch: Trainer → Evaluator (TFMA) → Pusher.
+"""Ranking branch: Trainer → Evaluator (TFMA) → TwoStageEvaluator → Pusher.
 
-The stock TFX Evaluator (its blessing tagged as ranking's, see
+The TwoStageEvaluator (components/two_stage_evaluator) blesses the ranking
+model and the Pusher follows it: it scores, per eval user, the top-k that
+`recommend` returns from this run's retrieval and ranking models against the
+retrieval model's own top-k (and most-popular, EASE), and requires the
+two-stage nDCG@k to win by configs.RANKING_NDCG_MARGIN, the RMSE to beat the
+user+item bias baseline on the same split and TFMA's blessing to hold. So
+the branch needs the retrieval branch's Trainer (create_pipeline refuses
+ranking without retrieval). Implicit feedback (no ratings): Trainer →
+TwoStageEvaluator → Pusher, no TFMA and no rating check.
+
+The stock TFX Evaluator (its blessing tagged "ranking_rating", see
 components/blessing_stage.py) runs TFMA on the raw eval split through the
 model's serving signature (pipeline/ranking_eval.py): RMSE/MAE sliced by user
 features, an absolute RMSE bound and a change threshold against the latest
-blessed *ranking* model (resolver filtered by producer), which is also the
+blessed *ranking* model (resolver filtered by producer: the
+TwoStageEvaluator's blessings), which is also the
 Trainer's `base_model` (warm start, trainer_modules/warm_start.py). The
 Pusher only pushes a blessed model.
 """
@@ -16,35 +27,54 @@ from tfx.components import Trainer
 
 from components.blessing_stage import RankingEvaluator
 from components.resolvers import latest_blessed_model_resolver
+from components.two_stage_evaluator import TwoStageEvaluator
 from pipeline import configs
 from pipeline import pushing
 from pipeline import ranking_eval
 
 TRAINER_ID = "RankingTrainer"
 EVALUATOR_ID = "RankingEvaluator"
+TWO_STAGE_EVALUATOR_ID = "TwoStageEvaluator"
 PUSHER_ID = "RankingPusher"
 RESOLVER_ID = "LatestBlessedRankingModel"
 
 
 def create(example_gen, transform, schema_gen, serving_dir: str,
-           custom_config: Dict[str, Any], present_features=None) -> List[Any]:
+           custom_config: Dict[str, Any], present_features=None,
+           retrieval_trainer=None, implicit: bool = False) -> List[Any]:
   del schema_gen
+  if retrieval_trainer is None:
+    raise ValueError("The ranking branch needs the retrieval branch's Trainer: "
+                     "its blessing is the two-stage evaluation of both models")
   # Resolved before this run's trainer: the model blessed in an earlier run.
-  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
+  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID,
+                                           TWO_STAGE_EVALUATOR_ID)
   trainer = Trainer(
       run_fn=configs.RANKING_RUN_FN,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       base_model=baseline.outputs["model"],
       custom_config=custom_config).with_id(TRAINER_ID)
-  evaluator = RankingEvaluator(
+  evaluator = None
+  if not implicit:  # TFMA's RMSE thresholds need a rating label
+    evaluator = RankingEvaluator(
+        examples=example_gen.outputs["examples"],
+        example_splits=["eval"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=ranking_eval.ranking_eval_config(
+            rmse_upper_bound=configs.RANKING_RMSE_UPPER_BOUND,
+            max_rmse_increase=configs.RANKING_MAX_RMSE_INCREASE,
+            present_features=present_features)).with_id(EVALUATOR_ID)
+  two_stage = TwoStageEvaluator(
+      model=retrieval_trainer.outputs["model"],
+      ranking_model=trainer.outputs["model"],
       examples=example_gen.outputs["examples"],
-      example_splits=["eval"],
-      model=trainer.outputs["model"],
-      baseline_model=baseline.outputs["model"],
-      eval_config=ranking_eval.ranking_eval_config(
-          rmse_upper_bound=configs.RANKING_RMSE_UPPER_BOUND,
-          max_rmse_increase=configs.RANKING_MAX_RMSE_INCREASE,
-          present_features=present_features)).with_id(EVALUATOR_ID)
-  pusher = pushing.blessed_model_pusher(trainer, evaluator, serving_dir, PUSHER_ID)
-  return [baseline, trainer, evaluator, pusher]
+      catalogue=example_gen.outputs["catalogue"],
+      rating_blessing=evaluator.outputs["blessing"] if evaluator else None,
+      k=configs.TWO_STAGE_K, n_candidates=configs.TWO_STAGE_N_CANDIDATES,
+      ndcg_margin=configs.RANKING_NDCG_MARGIN,
+      ease_lambda=configs.TWO_STAGE_EASE_LAMBDA).with_id(TWO_STAGE_EVALUATOR_ID)
+  pusher = pushing.blessed_model_pusher(trainer, two_stage, serving_dir, PUSHER_ID)
+  return ([baseline, trainer]
+          + ([evaluator] if evaluator else []) + [two_stage, pusher])

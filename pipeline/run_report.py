@@ -143,6 +143,36 @@ def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
   return _table(rows)
 
 
+TWO_STAGE_ID = "TwoStageEvaluator"
+TWO_STAGE_ROWS = ("two_stage", "retrieval_only", "most_popular", "ease")
+
+
+def _two_stage_metrics(uri: str) -> str:
+  """The TwoStageEvaluator's table (components/two_stage_evaluator)."""
+  with open(os.path.join(uri, "metrics.json")) as f:
+    m = json.load(f)
+  k = m["k"]
+  keys = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}"]
+  rows = [["per user", f"P@{k}", f"R@{k}", f"nDCG@{k}", f"MAP@{k}"]]
+  for name in TWO_STAGE_ROWS:
+    row = m["rows"].get(name)
+    rows.append([name] + ([_fmt(row.get(key)) for key in keys] if row else
+                          ["skipped", "", "", ""]))
+  lines = [f"Two-stage top-{k} (what recommend returns; {m['num_users']} eval "
+           f"users, {m['n_candidates']} candidates, seen movies excluded):",
+           _table(rows)]
+  if m.get("ease_skipped"):
+    lines.append(m["ease_skipped"])
+  rating = m.get("rating")
+  if rating:
+    lines.append(f"rating RMSE {rating['rmse']:.4f} vs user+item bias "
+                 f"{rating['user_item_bias_rmse']:.4f} (global mean "
+                 f"{rating['global_mean_rmse']:.4f}), same split")
+  else:
+    lines.append("rating RMSE: not measured (implicit data or no predictions)")
+  return "\n".join(lines)
+
+
 def _warm_start_line(model_run_uri: str) -> str:
   """What the trainer started from (trainer_modules/warm_start.py's report)."""
   path = os.path.join(model_run_uri, "warm_start.json")
@@ -217,8 +247,10 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
                        if k.startswith(stage) and "Evaluator" in k), None)
     pusher = next((v for k, v in outs.items()
                    if k.startswith(stage) and "Pusher" in k), None)
-    if evaluation is None:
+    two_stage = outs.get(TWO_STAGE_ID) if stage == "Ranking" else None
+    if evaluation is None and two_stage is None:
       continue
+    evaluation = evaluation or {}
     lines = [f"{stage}:"]
     trainer = next((v for k, v in outs.items()
                     if k.startswith(stage) and "Trainer" in k), None)
@@ -231,11 +263,20 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
         lines.append(metrics_fn(evaluation["evaluation"][0].uri))
       except Exception as e:  # pylint: disable=broad-except
         lines.append(f"(metrics unreadable: {e})")
-    if evaluation.get("blessing"):
-      blessing = evaluation["blessing"][0]
-      blessed = _prop(blessing, "blessed", 0) == 1
-      why = _prop(blessing, "blessing_message", "")
-      lines.append(f"blessed: {'yes' if blessed else 'no'}" + (f" ({why})" if why else ""))
+    if two_stage and two_stage.get("evaluation"):
+      try:
+        lines.append(_two_stage_metrics(two_stage["evaluation"][0].uri))
+      except Exception as e:  # pylint: disable=broad-except
+        lines.append(f"(two-stage metrics unreadable: {e})")
+    # With a TwoStageEvaluator, its blessing is the one the Pusher follows.
+    for label, source in (("TFMA RMSE thresholds passed" if two_stage else "blessed",
+                           evaluation), ("blessed", two_stage or {})):
+      if source.get("blessing"):
+        blessing = source["blessing"][0]
+        blessed = _prop(blessing, "blessed", 0) == 1
+        why = _prop(blessing, "blessing_message", "") if label == "blessed" else ""
+        lines.append(f"{label}: {'yes' if blessed else 'no'}"
+                     + (f" ({why})" if why else ""))
     if pusher and pusher.get("pushed_model"):
       pm = pusher["pushed_model"][0]
       if _prop(pm, "pushed", 0) == 1:

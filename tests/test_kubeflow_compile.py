@@ -9,7 +9,7 @@ from tests import synthetic_data
 EXPECTED = ["MovieLensExampleGen", "StatisticsGen", "ImportSchemaGen",
             "ExampleValidator", "ValidationGate", "Transform",
             "RetrievalTrainer", "RetrievalEvaluator", "RetrievalPusher",
-            "RankingTrainer", "RankingEvaluator", "RankingPusher"]
+            "RankingTrainer", "RankingEvaluator", "TwoStageEvaluator", "RankingPusher"]
 
 
 def test_compiles_to_a_kfp_yaml_spec_with_every_component(tmp_path):

@@ -1,5 +1,6 @@
 """End-to-end runs of the local pipeline on generated data (slow)."""
 import glob
+import json
 import os
 
 import pytest
@@ -73,6 +74,15 @@ def test_anomalous_data_stops_at_the_gate(tmp_path, restore_logging, capsys):
   assert not glob.glob(os.path.join(out, "tfx", "Transform", "*"))
 
 
+def _two_stage_metrics(out):
+  """metrics.json of the newest TwoStageEvaluator run."""
+  paths = glob.glob(os.path.join(out, "tfx", "TwoStageEvaluator", "evaluation", "*",
+                                 "metrics.json"))
+  assert paths, "TwoStageEvaluator wrote no metrics.json"
+  with open(max(paths, key=os.path.getmtime)) as f:
+    return json.load(f)
+
+
 def _versions(path):
   return sorted(d for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
 
@@ -101,6 +111,14 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   assert "root_mean_squared_error" in first and "user+item bias" in first
   assert first.count("blessed: yes") == 2
   assert first.count("warm start: no base model") == 2  # nothing blessed before
+  # The ranking model was blessed by the two-stage top-10 (what `recommend`
+  # returns), and the RankingPusher followed that blessing.
+  two_stage = _two_stage_metrics(out)
+  assert set(two_stage["rows"]) == {"two_stage", "retrieval_only", "most_popular",
+                                    "ease"}
+  assert two_stage["blessing"]["blessed"] and two_stage["rating"] is not None
+  assert "Two-stage top-10 (what recommend returns" in first
+  assert "TFMA RMSE thresholds passed: yes" in first
 
   # Retrain a much worse model (untrained, warm start off: it would restore
   # the blessed weights): not blessed against the last blessed model,
@@ -115,3 +133,4 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   assert second.count("warm start disabled") == 2
   assert _versions(os.path.join(serving, "retrieval")) == retrieval_versions
   assert _versions(os.path.join(serving, "ranking")) == ranking_versions
+  assert not _two_stage_metrics(out)["blessing"]["blessed"]  # so nothing pushed

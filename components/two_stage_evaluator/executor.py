@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -90,6 +91,16 @@ _RATING_SPEC = {
 def serving_dir_of(model: types.Artifact) -> str:
   return path_utils.serving_model_path(model.uri,
                                        path_utils.is_old_model_artifact(model))
+
+
+def local_copy(path: str, local: str) -> str:
+  """`path`, or its copy in `local` when remote (serving reads assets.extra
+  with plain open())."""
+  if "://" not in path:
+    return path
+  logging.info("Copying %s to %s", path, local)
+  io_utils.copy_dir(path, local)
+  return local
 
 
 def read_rated(files: Sequence[str], batch_size: int = 8192):
@@ -333,10 +344,12 @@ class Executor(base_executor.BaseExecutor):
                  problem.n_items, k, n_candidates)
     depth = min(n_candidates, problem.n_items, MAX_K)
 
-    retrieval_dir, ranking_dir = serving_dir_of(model), serving_dir_of(ranking)
-    ts_lists, rt_lists, serve_secs = serving_lists(
-        retrieval_dir, ranking_dir, problem, k, n_candidates,
-        int(props[PROGRESS_EVERY_KEY]))
+    ranking_dir = serving_dir_of(ranking)
+    with tempfile.TemporaryDirectory() as tmp:
+      ts_lists, rt_lists, serve_secs = serving_lists(
+          local_copy(serving_dir_of(model), os.path.join(tmp, "retrieval")),
+          local_copy(ranking_dir, os.path.join(tmp, "ranking")), problem, k,
+          n_candidates, int(props[PROGRESS_EVERY_KEY]))
     rel = problem.relevant
     rows: Dict[str, Any] = {
         "two_stage": _row_metrics(ts_lists, rel, k, None),
