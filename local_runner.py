@@ -88,6 +88,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument("--batch-recommendations-k", type=int, default=50,
                  help="recommendations per user of the BatchRecommender")
   p.add_argument("--verbose", action="store_true", help="also print full logs")
+  p.add_argument("--report-only", action="store_true",
+                 help="rebuild DIR/reports/latest.html (the newest run's HTML "
+                      "report) from ML Metadata without running anything")
   _add_operations_args(p)
   args = p.parse_args(argv)
   if args.rollback and (args.schedule or args.every):
@@ -342,6 +345,10 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
     print(f"\n✘ Pipeline FAILED{where} after {time.time() - t0:.0f}s:", file=sys.stderr)
     print(f"  {type(e).__name__}: {e}", file=sys.stderr)
     print(f"  Full log: {log_path}", file=sys.stderr)
+    from runners import report  # pylint: disable=g-import-not-at-top
+    report_path = report.write_for_runner(paths["output_dir"], progress.current, e, t0, log_path)
+    if report_path:
+      print(f"  Run report: {report_path}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     logging.warning("Interrupted")
@@ -351,8 +358,10 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
     return 130
 
   print(f"\nPipeline finished in {time.time() - t0:.0f}s.\n")
+  from runners import report  # pylint: disable=g-import-not-at-top
+  report_path = report.write_for_runner(paths["output_dir"], started_at=t0, log_path=log_path)
   print(run_report.summarize(paths["metadata_path"], configs.PIPELINE_NAME,
-                             paths["serving_dir"]))
+                             paths["serving_dir"], report_path=report_path))
   return 0
 
 
@@ -499,6 +508,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   paths = configs.output_paths(args.output_dir)
   if args.rollback:
     return run_rollback(args, paths)
+  if args.report_only:
+    from runners import report  # pylint: disable=g-import-not-at-top
+    return report.report_only(paths["output_dir"])
   if (args.schedule or args.every) and not args.scheduled_tick:
     return run_schedule(args, paths, argv)
   try:

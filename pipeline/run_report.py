@@ -29,42 +29,68 @@ def _prop(artifact, key, default=None):
   return default
 
 
-def latest_run_outputs(metadata_path: str, pipeline_name: str
-                       ) -> Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]]:
-  """{node id: {output key: [artifacts]}} of the newest pipeline run."""
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+  """The SQLite ML Metadata of a local output directory, read-only."""
   config = metadata_store_pb2.ConnectionConfig()
   config.sqlite.filename_uri = metadata_path
   config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  store = metadata_store.MetadataStore(config)
+  return metadata_store.MetadataStore(config)
+
+
+def pipeline_runs(store, pipeline_name: str) -> List[metadata_store_pb2.Context]:
+  """The pipeline_run contexts of `pipeline_name`, oldest first."""
   pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
   if pipeline_ctx is None:
-    return {}
+    return []
   in_pipeline = {e.id for e in store.get_executions_by_context(pipeline_ctx.id)}
   runs = [c for c in store.get_contexts_by_type("pipeline_run")
           if any(e.id in in_pipeline
                  for e in store.get_executions_by_context(c.id))]
-  if not runs:
-    return {}
-  run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
-  executions = store.get_executions_by_context(run.id)
+  return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def run_executions(store, run) -> List[tuple]:
+  """(node id, execution) of each execution of a pipeline run."""
   node_type_id = store.get_context_type("node").id
-  out: Dict[str, Dict[str, list]] = {}
-  for execution in executions:
+  out = []
+  for execution in store.get_executions_by_context(run.id):
     node = next((c for c in store.get_contexts_by_execution(execution.id)
                  if c.type_id == node_type_id), None)
-    if node is None:
-      continue
-    node_id = node.name.split(".", 1)[-1]
-    events = store.get_events_by_execution_ids([execution.id])
-    outputs = [e for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                                metadata_store_pb2.Event.DECLARED_OUTPUT)]
-    arts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in outputs])}
-    per_key = out.setdefault(node_id, collections.defaultdict(list))
-    for e in outputs:
-      key = e.path.steps[0].key if e.path.steps else "output"
-      if e.artifact_id in arts:
-        per_key[key].append(arts[e.artifact_id])
+    if node is not None:
+      out.append((node.name.split(".", 1)[-1], execution))
   return out
+
+
+def execution_outputs(store, execution) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+  """{output key: [artifacts]} of one execution."""
+  events = store.get_events_by_execution_ids([execution.id])
+  outputs = [e for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                              metadata_store_pb2.Event.DECLARED_OUTPUT)]
+  arts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in outputs])}
+  per_key = collections.defaultdict(list)
+  for e in outputs:
+    key = e.path.steps[0].key if e.path.steps else "output"
+    if e.artifact_id in arts:
+      per_key[key].append(arts[e.artifact_id])
+  return per_key
+
+
+def run_outputs(store, run) -> Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]]:
+  """{node id: {output key: [artifacts]}} of one pipeline run."""
+  out: Dict[str, Dict[str, list]] = {}
+  for node_id, execution in run_executions(store, run):
+    per_key = out.setdefault(node_id, collections.defaultdict(list))
+    for key, arts in execution_outputs(store, execution).items():
+      per_key[key] += arts
+  return out
+
+
+def latest_run_outputs(metadata_path: str, pipeline_name: str
+                       ) -> Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]]:
+  """{node id: {output key: [artifacts]}} of the newest pipeline run."""
+  store = open_store(metadata_path)
+  runs = pipeline_runs(store, pipeline_name)
+  return run_outputs(store, runs[-1]) if runs else {}
 
 
 def _table(rows: List[List[str]]) -> str:
@@ -110,8 +136,8 @@ def _ranking_baselines(outs) -> Dict[str, float]:
   return {}
 
 
-def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
-  """Overall TFMA metrics of the candidate (and baseline) ranking model."""
+def ranking_overall_metrics(uri: str) -> Dict[str, Dict[str, float]]:
+  """{"model"/"last blessed": {TFMA metric: value}} of the overall slice."""
   import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
   overall = {}
   # With no baseline (first run) TFX evaluates a single, unnamed model.
@@ -128,6 +154,12 @@ def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
         values = metrics.get("", {}).get("", {})
         if values:
           overall[label] = {k: v.get("doubleValue") for k, v in values.items()}
+  return overall
+
+
+def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
+  """Overall TFMA metrics of the candidate (and baseline) ranking model."""
+  overall = ranking_overall_metrics(uri)
   if not overall:
     return "(no TFMA metrics)"
   names = list(overall)
@@ -210,8 +242,9 @@ def _batch_line(artifact) -> str:
           f"{_prop(artifact, 'users_per_second', '?')} users/s)\n  {path}")
 
 
-def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
-  """A human-readable summary of the newest run."""
+def summarize(metadata_path: str, pipeline_name: str, serving_dir: str,
+              report_path: str = None) -> str:
+  """A human-readable summary of the newest run (and where its HTML report is)."""
   outs = latest_run_outputs(metadata_path, pipeline_name)
   if not outs:
     return "No run recorded in ML Metadata."
@@ -288,4 +321,6 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
   if batch.get("recommendations"):
     parts.append(_batch_line(batch["recommendations"][0]))
   parts.append(f"Serving directory: {serving_dir}")
+  if report_path:
+    parts.append(f"Run report: {report_path}")
   return "\n\n".join(parts)
