@@ -34,7 +34,7 @@ def _recommender(args):
 
 def _features(args):
   feats = {}
-  for name in ("age", "gender", "occupation", "zip"):
+  for name in ("age", "gender", "occupation", "zip", "timestamp"):
     v = getattr(args, name, None)
     if v is not None:
       feats[name] = v
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
   u.add_argument("--gender", help="M or F")
   u.add_argument("--occupation")
   u.add_argument("--zip")
+  u.add_argument("--timestamp", type=int,
+                 help="request time (seconds since 1970); default: the "
+                      "user's last training time")
   u.set_defaults(func=cmd_user)
 
   b = sub.add_parser("batch", help="recommendations for a file of user ids")

@@ -2,12 +2,14 @@
 
 * GET  /recommend?user_id=42&k=10[&n_candidates=100]
 * POST /recommend  {"user_id": "42", "k": 10, "features": {"age": 30,
-  "gender": "F", "occupation": "writer", "zip": "94110"}}  (cold start: an
-  unknown user_id with features)
+  "gender": "F", "occupation": "writer", "zip": "94110", "timestamp":
+  893286638}}  (cold start: an unknown user_id with features; timestamp is
+  the request time, by default the user's last training time)
 * GET  /healthz    loaded model versions
 
 Both /recommend answer {"user_id", "model_versions": {"retrieval", "ranking"},
-"items": [{"movie_id", "title", "score", "predicted_rating", ...}], ...}.
+"items": [{"movie_id", "title", "score", "predicted_rating", "rank_score",
+"retrieval_rank", "ranking_rank", ...}], ...}.
 Bad requests get a 4xx with {"detail": message}, never a 500.
 """
 from __future__ import annotations

@@ -23,9 +23,10 @@ from components import blessing_stage
 from pipeline import ranking_eval
 from trainer_modules import ranking
 
-# Small data (1.2k training ratings): small batches, a few epochs.
+# Small data (1.2k training ratings): small batches, a few epochs. With the
+# time context (off by default), so the tests cover how serving fills it.
 TEST_CONFIG = {"epochs": 10, "batch_size": 32, "learning_rate": 0.003,
-               "seed": 1}
+               "seed": 1, "include_context": True}
 
 
 def _model_artifact(uri: str):
@@ -128,6 +129,29 @@ def test_serving_ids_only_and_unknown_ids(trained, tiny_transformed):
   assert out[F.T_USER_ID].numpy()[1] == out[F.T_USER_ID].numpy().max()
 
 
+def test_known_user_request_gets_the_training_features_and_time(
+    trained, tiny_transformed):
+  """No training/serving skew: a request with only the two ids scores like a
+  full row with the user's training features and the time of the user's last
+  training rating (not "now", which the Transform clips to the end of the
+  training range); a request that gives a time keeps it."""
+  train = tiny_transformed["rows"]["train"]
+  user = train[0][F.USER_ID]
+  mine = [r for r in train if r[F.USER_ID] == user]
+  last = max(r[F.TIMESTAMP] for r in mine)
+  first = min(r[F.TIMESTAMP] for r in train)
+  full = {k: mine[0][k] for k in F.USER_FEATURES if k in mine[0]}
+  movies = sorted({r[F.MOVIE_ID] for r in train})[:8]
+  ids_only = _serve(trained["model_uri"], [
+      {F.USER_ID: user, F.MOVIE_ID: m} for m in movies])
+  as_trained = _serve(trained["model_uri"], [
+      dict(full, **{F.MOVIE_ID: m, F.TIMESTAMP: last}) for m in movies])
+  np.testing.assert_allclose(ids_only, as_trained, rtol=1e-5, atol=1e-5)
+  at_start = _serve(trained["model_uri"], [
+      {F.USER_ID: user, F.MOVIE_ID: m, F.TIMESTAMP: first} for m in movies])
+  assert np.abs(at_start - ids_only).max() > 1e-4  # the given time is used
+
+
 def test_quality_on_planted_data(trained, tiny_transformed):
   rows = tiny_transformed["rows"]["eval"]
   y = np.array([r[F.USER_RATING] for r in rows])
@@ -145,7 +169,10 @@ def test_quality_on_planted_data(trained, tiny_transformed):
       pred[liked].mean(), pred[~liked].mean())
 
 
-def test_implicit_feedback_data_is_refused(tiny_transformed, monkeypatch, tmp_path):
+def test_implicit_feedback_trains_engagement_alone(tiny_transformed, monkeypatch,
+                                                   tmp_path):
+  """No rating label: the model trains the engagement task and exports only
+  `scores`, which still order a user's liked movies first."""
   real = ranking.tft.TFTransformOutput
 
   class NoLabel(real):
@@ -155,8 +182,20 @@ def test_implicit_feedback_data_is_refused(tiny_transformed, monkeypatch, tmp_pa
       return spec
 
   monkeypatch.setattr(ranking.tft, "TFTransformOutput", NoLabel)
-  with pytest.raises(ValueError, match="ranking branch off"):
-    ranking.run_fn(_fn_args(tiny_transformed, str(tmp_path / "m"), str(tmp_path / "r")))
+  model_uri = str(tmp_path / "m")
+  ranking.run_fn(_fn_args(tiny_transformed, model_uri, str(tmp_path / "r")))
+  fn = tf.saved_model.load(_serving_dir(model_uri)).signatures["serving_default"]
+  assert set(fn.structured_outputs) == {ranking.SCORES_KEY}
+  rows = [_without_label(r) for r in tiny_transformed["rows"]["eval"]]
+  scores = fn(examples=tf.constant(
+      [F.to_tf_example(r).SerializeToString() for r in rows]))[
+          ranking.SCORES_KEY].numpy()
+  planted = tiny_transformed["planted"]
+  liked = np.array([planted["movie_genre"][int(r[F.MOVIE_ID]) - 1] ==
+                    planted["user_genre"][int(r[F.USER_ID]) - 1] for r in rows])
+  assert scores[liked].mean() > scores[~liked].mean(), (
+      scores[liked].mean(), scores[~liked].mean())
+  assert not os.path.exists(tmp_path / "r" / ranking.BASELINES_FILE)
 
 
 def test_config_validation():
@@ -242,7 +281,9 @@ def test_evaluator_blesses_trained_model_and_pusher_pushes(
   assert sliced == set(ranking_eval.DEFAULT_SLICES), sliced
   assert os.path.exists(os.path.join(blessing.uri, "BLESSED"))
   assert blessing.get_int_custom_property("blessed") == 1
-  assert blessing.get_string_custom_property("blessing_stage") == "ranking"
+  # TFMA's blessing is the rating gate; TwoStageEvaluator makes the ranking one.
+  assert (blessing.get_string_custom_property("blessing_stage")
+          == blessing_stage.RANKING_RATING)
 
   pushed, destination = _push(tmp_path, model, blessing)
   assert pushed.get_int_custom_property("pushed") == 1
@@ -285,7 +326,9 @@ def test_dcn_structures_score_a_batch(tiny_transformed, structure):
   model = ranking.RankingModel(tft_output, cfg, global_mean=3.0)
   batch = next(iter(model_parts.make_dataset(
       [tiny_transformed["train_pattern"]], tft_output, 16, shuffle=False)))
-  assert model(batch).shape == (16,)
+  out = model(batch)
+  assert out[ranking.OUTPUT_KEY].shape == (16,)
+  assert out[ranking.SCORES_KEY].shape == (16,)
   loss = model.compute_loss(batch, training=True)
   assert np.isfinite(float(loss))
 

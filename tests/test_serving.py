@@ -55,6 +55,24 @@ def test_normalize_features():
       rec_lib.normalize_features(bad)
 
 
+def test_fuse_ranks_is_reciprocal_rank_fusion():
+  # Candidates in retrieval order; the ranking model prefers the last ones.
+  order = rec_lib.fuse_ranks(np.array([0.0, 1.0, 2.0, 3.0]), k=1)
+  # fused: 1/(1+r) + 1/(1+k): [1/2+1/5, 1/3+1/4, 1/4+1/3, 1/5+1/2]; ties
+  # keep retrieval order.
+  assert order.tolist() == [0, 3, 1, 2]
+  assert rec_lib.fuse_ranks(np.array([5.0, 4.0, 3.0])).tolist() == [0, 1, 2]
+
+
+def test_request_time_is_a_context_feature():
+  assert rec_lib.normalize_features({"timestamp": 881250949}) == {
+      F.TIMESTAMP: 881250949}
+  assert rec_lib.normalize_features({"time": 5}) == {F.TIMESTAMP: 5}
+  for bad in ({"timestamp": -3}, {"timestamp": "yesterday"}, {"timestamp": 1.5}):
+    with pytest.raises(ValueError):
+      rec_lib.normalize_features(bad)
+
+
 def test_complete_versions(tmp_path):
   base = tmp_path / "ranking"
   for v in ("1", "2", "10", "tmp", "3"):
@@ -123,7 +141,7 @@ def _train_seen(tiny):
 
 
 @pytest.mark.slow
-def test_known_user_gets_k_unseen_items_sorted_by_rating(served, tiny_transformed):
+def test_known_user_gets_k_unseen_items_in_fused_order(served, tiny_transformed):
   rec = served["rec"]
   assert rec.serving_dir == served["serving_dir"]  # output dir → serving/
   seen = _train_seen(tiny_transformed)
@@ -137,8 +155,10 @@ def test_known_user_gets_k_unseen_items_sorted_by_rating(served, tiny_transforme
     ids = [it["movie_id"] for it in items]
     assert len(set(ids)) == 10
     assert not set(ids) & seen[user]
-    ratings = [it["predicted_rating"] for it in items]
-    assert ratings == sorted(ratings, reverse=True)
+    # The fused order of the retrieval and the ranking model's ranks.
+    fused = [1 / (rec_lib.RRF_K + it["retrieval_rank"])
+             + 1 / (rec_lib.RRF_K + it["ranking_rank"]) for it in items]
+    assert fused == sorted(fused, reverse=True)
     for it in items:
       assert it["title"] == catalogue[it["movie_id"]]
       assert np.isfinite(it["score"]) and 1.0 <= it["predicted_rating"] <= 5.0

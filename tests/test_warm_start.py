@@ -30,6 +30,7 @@ BASE_CONFIG = {"epochs": 1, "batch_size": 64, "seed": 1}
 NO_TRAINING = {"epochs": 0, "batch_size": 64, "seed": 2}
 MOVIE_ID_TABLE = "movie_encoder/_embeddings/movie_id_idx/embeddings"
 MOVIE_BIAS = "movie_bias/embeddings"
+MOVIE_HISTORY = "user_history/embedding/embeddings"  # rows indexed by movie too
 USER_ID_TABLE = "user_encoder/_embeddings/user_id_idx/embeddings"
 
 
@@ -107,7 +108,7 @@ def _change_movie_vocabulary(base, target, dropped, ghosts):
     f.write(b"".join(t + b"\n" for t in kept + [b"ghost-%d" % i for i in range(ghosts)]))
   weights = _weights(base)
   rng = np.random.default_rng(0)
-  for key in (MOVIE_ID_TABLE, MOVIE_BIAS):
+  for key in (MOVIE_ID_TABLE, MOVIE_BIAS, MOVIE_HISTORY):
     table = weights[key]  # rows: vocabulary, then the OOV row
     ghost_rows = rng.normal(size=(ghosts, table.shape[1])).astype(table.dtype)
     weights[key] = np.concatenate(
@@ -129,7 +130,7 @@ def test_changed_vocabulary_carries_shared_rows_by_token(base, tiny_transformed,
   ranking.run_fn(_fn_args(tiny_transformed, root, base_model=changed_base,
                           custom_config=NO_TRAINING))
   old, new = _weights(base), _weights(os.path.join(root, "model", "Format-Serving"))
-  for key in (MOVIE_ID_TABLE, MOVIE_BIAS):
+  for key in (MOVIE_ID_TABLE, MOVIE_BIAS, MOVIE_HISTORY):
     # Ids in both vocabularies keep their rows, found by token (they moved
     # by `dropped` rows in the base state); so does the OOV row.
     np.testing.assert_array_equal(new[key][dropped:], old[key][dropped:], err_msg=key)
@@ -146,7 +147,7 @@ def test_changed_vocabulary_carries_shared_rows_by_token(base, tiny_transformed,
   assert report["features"][F.T_MOVIE_ID] == {
       "vocabulary_size": n_movies, "base_vocabulary_size": n_movies - dropped + ghosts,
       "carried_over": n_movies - dropped, "new": dropped, "dropped": ghosts}
-  assert sorted(report["remapped"]) == [MOVIE_BIAS, MOVIE_ID_TABLE]
+  assert sorted(report["remapped"]) == [MOVIE_BIAS, MOVIE_ID_TABLE, MOVIE_HISTORY]
   assert not report["fresh"]
   assert (f"{F.T_MOVIE_ID}: {n_movies - dropped} of {n_movies} rows carried over, "
           f"{dropped} new") in caplog.text

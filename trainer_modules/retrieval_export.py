@@ -57,15 +57,8 @@ POPULARITY_FILE = "popularity.json"
 MANIFEST_FILE = "manifest.json"
 
 QUERY_RAW_FEATURES = F.QUERY_FEATURES
-# Transformed user feature → the raw features it is computed from. A request
-# "leaves a feature out" when all its raw sources are at the serving default.
-USER_FILL_SOURCES = {
-    F.T_USER_GENDER: [F.USER_GENDER],
-    F.T_USER_AGE_BUCKET: [F.BUCKETIZED_USER_AGE],
-    F.T_USER_AGE: [F.RAW_USER_AGE],
-    F.T_USER_OCCUPATION: [F.USER_OCCUPATION_TEXT, F.USER_OCCUPATION_LABEL],
-    F.T_USER_ZIP_PREFIX: [F.USER_ZIP_CODE],
-}
+# What a known user's request may leave out (model_parts.UserDefaults).
+USER_FILL_SOURCES = model_parts.USER_FILL_SOURCES
 # Vocabulary of the vocabulary-indexed user features (to decode raw values).
 USER_FEATURE_VOCABS = {
     F.T_USER_AGE_BUCKET: F.VOCAB_AGE_BUCKET,
@@ -114,47 +107,24 @@ class RetrievalExport(tf.Module):
                candidate_model, user_table: Mapping[str, np.ndarray],
                top_k: int = 100):
     super().__init__()
+    # Known users' stored transformed features (side features and time
+    # context), keyed by raw user_id, filled in where a request leaves them out.
+    self.user_defaults = model_parts.UserDefaults(user_table)
     self.query_parser = model_parts.RawRequestParser(
-        tft_output, QUERY_RAW_FEATURES, required=[F.USER_ID])
+        tft_output, QUERY_RAW_FEATURES, required=[F.USER_ID],
+        user_defaults=self.user_defaults)
     self.candidate_parser = model_parts.RawRequestParser(
         tft_output, F.CATALOGUE_FEATURES, required=[F.MOVIE_ID])
     self.query_model = query_model
     self.candidate_model = candidate_model
     self.top_k = int(top_k)
-    # Known users' stored transformed features, keyed by raw user_id.
-    keys = np.asarray(user_table[F.USER_ID], dtype=object)
-    self.user_lookup = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(keys, tf.string),
-            tf.range(len(keys), dtype=tf.int64)), default_value=-1)
-    self.user_values = {
-        name: tf.Variable(np.asarray(user_table[name]), trainable=False,
-                          name=f"stored_{name}")
-        for name in USER_FILL_SOURCES if name in user_table}
     self.catalogue_ids = None
     self.catalogue_titles = None
     self.index = None
 
   # -- feature paths ---------------------------------------------------------
   def _query_features(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
-    raw = self.query_parser.parse(examples)
-    out = dict(self.query_parser.tft_layer(raw))
-    row = self.user_lookup.lookup(tf.reshape(raw[F.USER_ID], [-1]))
-    known = row >= 0
-    safe_row = tf.maximum(row, 0)
-    for name, stored in self.user_values.items():
-      if name not in out:
-        continue
-      sources = [s for s in USER_FILL_SOURCES[name] if s in raw]
-      missing = tf.ones_like(known)
-      for s in sources:
-        default = tf.constant(F.FEATURES[s].serving_default,
-                              dtype=raw[s].dtype)
-        missing &= tf.equal(tf.reshape(raw[s], [-1]), default)
-      value = tf.reshape(out[name], [-1])
-      filled = tf.gather(stored, safe_row)
-      out[name] = tf.where(known & missing, tf.cast(filled, value.dtype), value)
-    return out
+    return self.query_parser(examples)
 
   def _candidate_features(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
     return self.candidate_parser(examples)

@@ -1,0 +1,76 @@
+"""Shared model parts: user histories, the user table and request defaults."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import features as F
+from trainer_modules import model_parts
+
+
+def test_user_histories_are_distinct_sorted_and_oov_is_empty():
+  users = np.array([0, 1, 0, 0, 2, 2, 1])
+  movies = np.array([5, 3, 1, 5, 7, 2, 3])
+  hist = model_parts.user_histories(users, movies, num_users=3)
+  assert [h.tolist() for h in hist] == [[1, 5], [3], []]  # row 2 is the OOV row
+
+
+def test_user_history_mean_leaves_the_target_out():
+  layer = model_parts.UserHistory([np.array([0, 1, 2]), np.array([], np.int64)],
+                                  num_movies=4, dim=2)
+  layer(tf.constant([0]))  # builds the table
+  table = np.array([[1., 0.], [0., 1.], [2., 2.], [9., 9.]], np.float32)
+  layer.embedding.embeddings.assign(table)
+  np.testing.assert_allclose(layer(tf.constant([0, 1])).numpy(),
+                             [[1., 1.], [0., 0.]])  # all three; empty → zeros
+  # Training row (user 0, movie 2): the target is not its own history.
+  np.testing.assert_allclose(
+      layer(tf.constant([0]), target=tf.constant([2])).numpy(), [[0.5, 0.5]])
+
+
+def test_history_dropout_drops_only_in_training():
+  layer = model_parts.UserHistory([np.arange(200)], num_movies=200, dim=1,
+                                  dropout=0.5)
+  layer(tf.constant([0]))
+  layer.embedding.embeddings.assign(np.arange(200, dtype=np.float32)[:, None])
+  assert float(layer(tf.constant([0]))[0, 0]) == pytest.approx(99.5)
+  tf.random.set_seed(3)
+  trained = [float(layer(tf.constant([0]), training=True)[0, 0]) for _ in range(5)]
+  assert len(set(trained)) > 1  # a different subset each step
+
+
+def test_user_table_side_features_first_row_context_last_row():
+  users = np.array([b"b", b"a", b"b", b"a"])
+  values = {F.T_USER_GENDER: np.array([1, 0, 2, 2]),
+            F.T_TIMESTAMP: np.array([0.5, -1.0, 0.2, 3.0], np.float32),
+            F.T_TIMESTAMP_BUCKET: np.array([5, 0, 2, 9])}
+  table = model_parts.user_table(users, values)
+  assert table[F.USER_ID].tolist() == [b"a", b"b"]
+  assert table[F.T_USER_GENDER].tolist() == [0, 1]        # first rows
+  assert table[F.T_TIMESTAMP].tolist() == [3.0, 0.5]      # latest rows
+  assert table[F.T_TIMESTAMP_BUCKET].tolist() == [9, 5]
+
+
+def test_user_defaults_fill_only_left_out_features_of_known_users():
+  defaults = model_parts.UserDefaults({
+      F.USER_ID: np.array([b"u1"], object),
+      F.T_USER_GENDER: np.array([0]), F.T_TIMESTAMP_BUCKET: np.array([7])})
+  raw = {F.USER_ID: tf.constant([b"u1", b"u1", b"u2"]),
+         F.USER_GENDER: tf.constant([-1, 1, -1], tf.int64),
+         F.TIMESTAMP: tf.constant([-1, 100, -1], tf.int64)}
+  transformed = {F.T_USER_GENDER: tf.constant([[2], [1], [2]], tf.int64),
+                 F.T_TIMESTAMP_BUCKET: tf.constant([[19], [3], [19]], tf.int64)}
+  out = defaults.fill(raw, transformed)
+  assert out[F.T_USER_GENDER].numpy().ravel().tolist() == [0, 1, 2]
+  assert out[F.T_TIMESTAMP_BUCKET].numpy().ravel().tolist() == [7, 3, 19]
+  assert out[F.T_USER_GENDER].shape == (3, 1)
+
+
+def test_item_item_scores_are_mean_weights_over_the_history():
+  layer = model_parts.ItemItem(3)
+  layer.w.assign([[0., 1., 2.], [3., 4., 5.], [6., 7., 8.]])
+  hist = tf.ragged.constant([[0, 2], [], [1]], dtype=tf.int64)
+  # Row 0: mean of rows 0 and 2; row 1 (no history): zeros; row 2: row 1.
+  np.testing.assert_allclose(layer.all_scores(hist).numpy(),
+                             [[3., 4., 5.], [0., 0., 0.], [3., 4., 5.]])
+  np.testing.assert_allclose(
+      layer.scores(hist, tf.constant([1, 0, 2])).numpy(), [4., 0., 5.])
