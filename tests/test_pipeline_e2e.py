@@ -111,6 +111,14 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   assert "root_mean_squared_error" in first and "user+item bias" in first
   assert first.count("blessed: yes") == 2
   assert first.count("warm start: no base model") == 2  # nothing blessed before
+  # BatchRecommender: top 50 of every (known) user with the pushed models.
+  assert "Batch recommendations: 120 users, top 50 (6000 rows" in first, first
+  [batch] = glob.glob(os.path.join(out, "tfx", "BatchRecommender", "recommendations",
+                                   "*", "Split-recommendations", "*.parquet"))
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  table = pq.read_table(batch)
+  assert table.num_rows == 6000
+  assert len(set(table.column("user_id").to_pylist())) == 120
   # The ranking model was blessed by the two-stage top-10 (what `recommend`
   # returns), and the RankingPusher followed that blessing.
   two_stage = _two_stage_metrics(out)
@@ -130,6 +138,7 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
               '"epochs": 10, "warm_start": false}') == 0
   second = capsys.readouterr().out
   assert "blessed: no" in second
+  assert "Batch recommendations: none (no model was pushed in this run" in second
   assert second.count("warm start disabled") == 2
   assert _versions(os.path.join(serving, "retrieval")) == retrieval_versions
   assert _versions(os.path.join(serving, "ranking")) == ranking_versions
