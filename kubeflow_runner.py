@@ -77,6 +77,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   p.add_argument("--ranking-config", type=json.loads, default={},
                  help="JSON overriding ranking trainer settings")
   flags.add_span_flags(p)
+  flags.add_tune_flags(p)
   p.add_argument("--no-batch-recommendations", action="store_true",
                  help="no BatchRecommender after the Pushers")
   p.add_argument("--batch-recommendations-k", type=int, default=50)
@@ -144,6 +145,7 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       range_config=args.range_config,
       rolling_spans=args.rolling_spans,
       drift_thresholds=args.drift_thresholds,
+      tune=args.tune, tune_trials=args.tune_trials,
       beam_pipeline_args=configs.merged_beam_args(args.beam_args),
       batch_recommendations=not getattr(args, "no_batch_recommendations", False),
       batch_recommendations_k=getattr(args, "batch_recommendations_k", 50),

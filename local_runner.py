@@ -62,6 +62,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                  default=configs.MAX_BAD_ROW_FRACTION,
                  help="skip (and count) up to this fraction of unparsable rows")
   flags.add_span_flags(p)
+  flags.add_tune_flags(p)
   p.add_argument("--output-dir", default=configs.DEFAULT_OUTPUT_DIR)
   p.add_argument("--beam-args", default="",
                  help="extra Beam pipeline args, e.g. "
@@ -334,6 +335,7 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
         range_config=args.range_config,
         rolling_spans=args.rolling_spans,
         drift_thresholds=args.drift_thresholds,
+        tune=args.tune, tune_trials=args.tune_trials,
         batch_recommendations=not args.no_batch_recommendations,
         batch_recommendations_k=args.batch_recommendations_k,
     )

@@ -21,3 +21,22 @@ def add_span_flags(parser: argparse.ArgumentParser) -> None:
   group.add_argument("--drift-thresholds", type=json.loads, default=None,
                      help="JSON {feature: threshold or null} over "
                           "pipeline/configs.py DRIFT_THRESHOLDS")
+
+
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+  return value
+
+
+def add_tune_flags(parser: argparse.ArgumentParser) -> None:
+  """--tune, --tune-trials (a Tuner before each Trainer; off by default)."""
+  group = parser.add_argument_group(
+      "hyperparameter tuning", "a KerasTuner search per stage before its "
+      "Trainer (trainer_modules/tuning.py); each trial is one full training")
+  group.add_argument("--tune", action="store_true",
+                     help="tune both trainers; they train with the best values")
+  group.add_argument("--tune-trials", type=_positive_int, default=None, metavar="N",
+                     help="trials per stage (default: DEFAULT_MAX_TRIALS in "
+                          "trainer_modules/tuning.py, sized for 2 cores)")

@@ -12,6 +12,7 @@ Data flows top to bottom, one component per step:
   └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → TwoStageEvaluator → Pusher
                  (TwoStageEvaluator: the top-k `recommend` returns from both
                  models vs retrieval-only; it blesses the ranking model)
+  (tune=True: a Tuner before each Trainer, its best hyperparameters → Trainer)
   BatchRecommender (after both Pushers): top-k of every user, Parquet
 
 With span inputs (data "/data/ml/span-{SPAN}", or {SPAN} in a data config's
@@ -111,6 +112,8 @@ def create_pipeline(
     range_config=None,
     rolling_spans: Optional[int] = None,
     drift_thresholds: Optional[Dict[str, Optional[float]]] = None,
+    tune: bool = False,
+    tune_trials: Optional[int] = None,
     batch_recommendations: bool = True,
     batch_recommendations_k: int = 50,
 ) -> tfx_pipeline.Pipeline:
@@ -131,6 +134,9 @@ def create_pipeline(
     rolling_spans: short for a rolling range of the last N spans.
     drift_thresholds: per-feature overrides of configs.DRIFT_THRESHOLDS
       (None removes a feature from the drift check); span data only.
+    tune: a Tuner per stage (KerasTuner, trainer_modules/tuning.py) before
+      its Trainer, which trains with the best hyperparameters found; off by
+      default. tune_trials: trials per Tuner (None: tuning.DEFAULT_MAX_TRIALS).
     batch_recommendations: after both Pushers, a BatchRecommender writes
       the top batch_recommendations_k of every known user with the served
       models, when a model was pushed in this run (needs retrieval).
@@ -198,7 +204,8 @@ def create_pipeline(
     components += retrieval_branch.create(
         example_gen=example_gen, transform=transform, schema_gen=schema_gen,
         serving_dir=os.path.join(serving_dir, "retrieval"),
-        custom_config=dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {})))
+        custom_config=dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {})),
+        tune=tune, tune_trials=tune_trials)
   implicit = enable_ranking and is_implicit(data_config)
   if implicit:
     logging.warning(IMPLICIT_NOTE)
@@ -214,6 +221,7 @@ def create_pipeline(
         custom_config=dict(configs.RANKING_CONFIG, **(ranking_config or {})),
         present_features=([f.name for f in schemas.load_schema(family).feature]
                           if schema_file else None),
+        tune=tune, tune_trials=tune_trials,
         retrieval_trainer=next(c for c in components
                                if c.id == retrieval_branch.TRAINER_ID),
         implicit=implicit)

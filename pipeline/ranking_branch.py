@@ -17,15 +17,18 @@ features, an absolute RMSE bound and a change threshold against the latest
 blessed *ranking* model (resolver filtered by producer: the
 TwoStageEvaluator's blessings), which is also the
 Trainer's `base_model` (warm start, trainer_modules/warm_start.py). The
-Pusher only pushes a blessed model.
+Pusher only pushes a blessed model. With tune=True a Tuner
+(components/catalogue_tuner.py, trainer_modules/tuning.py) searches the
+trainer's hyperparameters first and the Trainer trains with the best ones.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from tfx.components import Trainer
 
 from components.blessing_stage import RankingEvaluator
+from components.catalogue_tuner import CatalogueTuner
 from components.resolvers import latest_blessed_model_resolver
 from components.two_stage_evaluator import TwoStageEvaluator
 from pipeline import configs
@@ -37,10 +40,13 @@ EVALUATOR_ID = "RankingEvaluator"
 TWO_STAGE_EVALUATOR_ID = "TwoStageEvaluator"
 PUSHER_ID = "RankingPusher"
 RESOLVER_ID = "LatestBlessedRankingModel"
+TUNER_ID = "RankingTuner"
+TUNER_FN = "trainer_modules.tuning.ranking_tuner_fn"
 
 
 def create(example_gen, transform, schema_gen, serving_dir: str,
            custom_config: Dict[str, Any], present_features=None,
+           tune: bool = False, tune_trials: Optional[int] = None,
            retrieval_trainer=None, implicit: bool = False) -> List[Any]:
   del schema_gen
   if retrieval_trainer is None:
@@ -49,11 +55,20 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
   # Resolved before this run's trainer: the model blessed in an earlier run.
   baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID,
                                            TWO_STAGE_EVALUATOR_ID)
+  tuner = None
+  if tune:  # trials are scored through serving_default on the raw examples
+    tuner = CatalogueTuner(
+        tuner_fn=TUNER_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        raw_examples=example_gen.outputs["examples"],
+        custom_config=custom_config, max_trials=tune_trials).with_id(TUNER_ID)
   trainer = Trainer(
       run_fn=configs.RANKING_RUN_FN,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       base_model=baseline.outputs["model"],
+      hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
       custom_config=custom_config).with_id(TRAINER_ID)
   evaluator = None
   if not implicit:  # TFMA's RMSE thresholds need a rating label
@@ -76,5 +91,5 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
       ndcg_margin=configs.RANKING_NDCG_MARGIN,
       ease_lambda=configs.TWO_STAGE_EASE_LAMBDA).with_id(TWO_STAGE_EVALUATOR_ID)
   pusher = pushing.blessed_model_pusher(trainer, two_stage, serving_dir, PUSHER_ID)
-  return ([baseline, trainer]
+  return ([baseline] + ([tuner] if tuner else []) + [trainer]
           + ([evaluator] if evaluator else []) + [two_stage, pusher])

@@ -4,14 +4,17 @@ The Trainer is the stock Trainer plus a `catalogue` input (every movie, so
 the exported BruteForce index covers the whole catalogue). The latest blessed
 *retrieval* model (resolver filtered by producer) is both the Trainer's
 `base_model` (warm start, trainer_modules/warm_start.py) and the evaluator's
-baseline, and the Pusher only pushes a blessed model.
+baseline, and the Pusher only pushes a blessed model. With tune=True a
+Tuner (components/catalogue_tuner.py, trainer_modules/tuning.py) searches the
+trainer's hyperparameters first and the Trainer trains with the best ones.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 
 from components.catalogue_trainer import CatalogueTrainer
+from components.catalogue_tuner import CatalogueTuner
 from components.retrieval_evaluator import RetrievalEvaluator
 from components.resolvers import latest_blessed_model_resolver
 from pipeline import configs
@@ -21,19 +24,32 @@ TRAINER_ID = "RetrievalTrainer"
 EVALUATOR_ID = "RetrievalEvaluator"
 PUSHER_ID = "RetrievalPusher"
 RESOLVER_ID = "LatestBlessedRetrievalModel"
+TUNER_ID = "RetrievalTuner"
+TUNER_FN = "trainer_modules.tuning.retrieval_tuner_fn"
 
 
 def create(example_gen, transform, schema_gen, serving_dir: str,
-           custom_config: Dict[str, Any]) -> List[Any]:
+           custom_config: Dict[str, Any], tune: bool = False,
+           tune_trials: Optional[int] = None) -> List[Any]:
   del schema_gen  # the Transform output carries the schemas the trainer needs
   # Resolved before this run's trainer: the model blessed in an earlier run.
   baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
+  tuner = None
+  if tune:
+    tuner = CatalogueTuner(
+        tuner_fn=TUNER_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        raw_examples=example_gen.outputs["examples"],
+        catalogue=example_gen.outputs["catalogue"],
+        custom_config=custom_config, max_trials=tune_trials).with_id(TUNER_ID)
   trainer = CatalogueTrainer(
       run_fn=configs.RETRIEVAL_RUN_FN,
       examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"],
       catalogue=example_gen.outputs["catalogue"],
       base_model=baseline.outputs["model"],
+      hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
       custom_config=custom_config).with_id(TRAINER_ID)
   evaluator = RetrievalEvaluator(
       model=trainer.outputs["model"],
@@ -43,4 +59,4 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
       margin_over_popularity=configs.RETRIEVAL_MARGIN_OVER_POPULARITY,
       baseline_tolerance=configs.RETRIEVAL_BASELINE_TOLERANCE).with_id(EVALUATOR_ID)
   pusher = pushing.blessed_model_pusher(trainer, evaluator, serving_dir, PUSHER_ID)
-  return [baseline, trainer, evaluator, pusher]
+  return [baseline] + ([tuner] if tuner else []) + [trainer, evaluator, pusher]

@@ -219,6 +219,28 @@ def _warm_start_line(model_run_uri: str) -> str:
   return message if message.startswith("warm start") else "warm start: " + message
 
 
+def _tuner_line(tuner_outputs) -> str:
+  """"tuned (best of N trials, score S): key=value, ..." from a Tuner's outputs."""
+  def only_file(artifacts):
+    files = sorted(os.listdir(artifacts[0].uri)) if artifacts else []
+    return os.path.join(artifacts[0].uri, files[0]) if len(files) == 1 else None
+  best = only_file(tuner_outputs.get("best_hyperparameters"))
+  if not best:
+    return ""
+  with open(best) as f:
+    values = json.load(f).get("values", {})
+  trials = only_file(tuner_outputs.get("tuner_results"))
+  how = ""
+  if trials:
+    with open(trials) as f:
+      results = json.load(f)  # completed trials, best first
+    if results:
+      how = f" (best of {len(results)} trials, score {_fmt(results[0]['score'])})"
+  return (f"tuned{how}: "
+          + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in sorted(values.items())))
+
+
 def _drift_line(result) -> str:
   """"span 2 vs span 1: passed (user_rating 0.004 ...)" from a DriftGate."""
   if not _prop(result, "checked", 0):
@@ -291,6 +313,10 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str,
       warm = _warm_start_line(trainer["model_run"][0].uri)
       if warm:
         lines.append(warm)
+    tuner = next((v for k, v in outs.items()
+                  if k.startswith(stage) and "Tuner" in k), None)
+    if tuner:
+      lines.append(_tuner_line(tuner) or "tuned: (no best hyperparameters recorded)")
     if evaluation.get("evaluation"):
       try:
         lines.append(metrics_fn(evaluation["evaluation"][0].uri))
