@@ -226,3 +226,51 @@ def test_inconsistent_submission_flags_are_rejected(argv, message, capsys):
   with pytest.raises(SystemExit):
     kubeflow_runner.parse_args(["--pipeline-root", "gs://b/r"] + argv)
   assert message in capsys.readouterr().err
+
+
+def _read_as_server_model(body, model):
+  """The request body read into kfp-server-api's model (what a KFP 2.x API
+  server decodes) and written back; unknown fields would be dropped, enum
+  values outside the API's raise."""
+  import kfp_server_api  # pylint: disable=g-import-not-at-top
+  client = kfp_server_api.ApiClient()
+  obj = client._ApiClient__deserialize(body, model)  # pylint: disable=protected-access
+  return obj, client.sanitize_for_serialization(obj)
+
+
+def test_run_and_recurring_run_requests_are_valid_kfp_server_api_models(
+    submitted):
+  """The compiled spec plus --submit / --schedule: the v2beta1 request
+  bodies KFP 2.x expects, field for field."""
+  with open(submitted["spec_path"]) as f:
+    on_disk = yaml.safe_load(f)
+  [run] = submitted["fake"].calls("POST", "runs")
+  obj, back = _read_as_server_model(run["body"], "V2beta1Run")
+  assert back == run["body"]  # every field is one the API knows
+  assert obj.pipeline_spec["deploymentSpec"] == on_disk["deploymentSpec"]
+  assert sorted(obj.pipeline_spec["root"]["dag"]["tasks"]) == sorted(
+      on_disk["root"]["dag"]["tasks"])
+  assert obj.runtime_config.pipeline_root == "gs://bucket/root"
+
+  with FakeKfp() as fake:
+    assert kubeflow_runner.main([
+        "--pipeline-root", "gs://bucket/root", "--spec",
+        submitted["spec_path"], "--endpoint", fake.url,
+        "--schedule", "0 0 3 * * *", "--run-name", "nightly"]) == 0
+  [rec] = fake.calls("POST", "recurringruns")
+  obj, back = _read_as_server_model(rec["body"], "V2beta1RecurringRun")
+  # max_concurrency is an int64: proto JSON (the server's decoder) takes it
+  # as a number or a string; the model keeps the string form.
+  assert back == dict(rec["body"],
+                      max_concurrency=str(rec["body"]["max_concurrency"]))
+  assert obj.display_name == "nightly"
+  assert obj.pipeline_spec["deploymentSpec"] == on_disk["deploymentSpec"]
+  assert obj.pipeline_version_reference is None
+  assert obj.trigger.cron_schedule.cron == "0 0 3 * * *"
+  assert obj.trigger.periodic_schedule is None
+  assert obj.mode == "ENABLE"
+  # KFP's API server accepts max_concurrency in [1, 10].
+  assert 1 <= int(obj.max_concurrency) <= 10
+  assert obj.no_catchup is True
+  assert obj.runtime_config.pipeline_root == "gs://bucket/root"
+  assert obj.experiment_id == "exp-1"
