@@ -103,8 +103,9 @@ class DataDriftError(RuntimeError):
 
 class DataDriftResult(Artifact):
   """The gate's verdict: passed (1), the spans compared and the distances."""
-  # "<namespace>.<Name>": KFP v2 needs custom artifact types as schema titles.
-  TYPE_NAME = "movielens.DataDriftResult"
+  # The class's import path: KFP v2 needs custom artifact types as schema
+  # titles, and TFX's Kubeflow entrypoint imports the class by that name.
+  TYPE_NAME = "components.drift_gate.DataDriftResult"
   # Custom properties only: KFP v2 accepts no declared properties on custom
   # artifact types.
   PROPERTIES = {}

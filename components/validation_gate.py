@@ -59,8 +59,9 @@ class DataValidationError(RuntimeError):
 
 class DataValidationResult(Artifact):
   """The gate's verdict: `passed` (1) and `split_names` (the splits checked)."""
-  # "<namespace>.<Name>": KFP v2 needs custom artifact types as schema titles.
-  TYPE_NAME = "movielens.DataValidationResult"
+  # The class's import path: KFP v2 needs custom artifact types as schema
+  # titles, and TFX's Kubeflow entrypoint imports the class by that name.
+  TYPE_NAME = "components.validation_gate.DataValidationResult"
   # Custom properties only (passed, split_names, span): KFP v2 accepts no
   # declared properties on custom artifact types.
   PROPERTIES = {}

@@ -417,13 +417,7 @@ RESOLVERS = {"retrieval": "LatestBlessedRetrievalModel",
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [
-    pytest.param("retrieval", marks=pytest.mark.xfail(strict=True, reason=(
-        "RetrievalEvaluator writes current_model_id as TFX's int id; TFX's "
-        "KFP entrypoint maps it back to the artifact name only for "
-        "tfx Evaluator subclasses, so the compiled model query "
-        "(name=current_model_id) finds nothing on Kubeflow"))),
-    "ranking"])
+@pytest.mark.parametrize("stage", ["retrieval", "ranking"])
 def test_second_run_resolves_the_first_runs_blessed_model_of_its_stage(
     two_runs, stage):
   spec, first, second = two_runs["spec"], two_runs["first"], two_runs["second"]
