@@ -111,14 +111,6 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   assert "root_mean_squared_error" in first and "user+item bias" in first
   assert first.count("blessed: yes") == 2
   assert first.count("warm start: no base model") == 2  # nothing blessed before
-  # BatchRecommender: top 50 of every (known) user with the pushed models.
-  assert "Batch recommendations: 120 users, top 50 (6000 rows" in first, first
-  [batch] = glob.glob(os.path.join(out, "tfx", "BatchRecommender", "recommendations",
-                                   "*", "Split-recommendations", "*.parquet"))
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-  table = pq.read_table(batch)
-  assert table.num_rows == 6000
-  assert len(set(table.column("user_id").to_pylist())) == 120
   # The ranking model was blessed by the two-stage top-10 (what `recommend`
   # returns), and the RankingPusher followed that blessing.
   two_stage = _two_stage_metrics(out)
@@ -127,6 +119,14 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   assert two_stage["blessing"]["blessed"] and two_stage["rating"] is not None
   assert "Two-stage top-10 (what recommend returns" in first
   assert "TFMA RMSE thresholds passed: yes" in first
+  # BatchRecommender: top 50 of every (known) user with the pushed models.
+  assert "Batch recommendations: 120 users, top 50 (6000 rows" in first, first
+  [batch] = glob.glob(os.path.join(out, "tfx", "BatchRecommender", "recommendations",
+                                   "*", "Split-recommendations", "*.parquet"))
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  table = pq.read_table(batch)
+  assert table.num_rows == 6000
+  assert len(set(table.column("user_id").to_pylist())) == 120
 
   # Retrain a much worse model (untrained, warm start off: it would restore
   # the blessed weights): not blessed against the last blessed model,
