@@ -175,10 +175,10 @@ def als_row(problem: Mapping, k: int, params: Mapping, seed: int) -> Dict[str, o
   """implicit's CPU ALS on the binary training matrix (confidence 1 + alpha·x)."""
   from threadpoolctl import threadpool_limits  # pylint: disable=g-import-not-at-top
   from implicit.cpu.als import AlternatingLeastSquares  # pylint: disable=g-import-not-at-top
-  model = AlternatingLeastSquares(random_state=seed, calculate_training_loss=False,
-                                  **params)
   t0 = time.time()
-  with threadpool_limits(limits=1, user_api="blas"):
+  with threadpool_limits(limits=1, user_api="blas"):  # checked in __init__
+    model = AlternatingLeastSquares(random_state=seed, calculate_training_loss=False,
+                                    **params)
     model.fit(problem["train_matrix"], show_progress=False)
   fit = time.time() - t0
   rows = np.array([problem["user_row"][u] for u in problem["eval_users"]])
@@ -243,6 +243,16 @@ def rmse_row(ranking_dir: str, test: Sequence[Mapping]) -> Dict[str, float]:
           "rmse_without_timestamp": ranking_quality.rmse(no_ts, y)}
 
 
+def code_state() -> Dict[str, object]:
+  """HEAD and the uncommitted model/serving files (what was measured)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  run = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True,
+                                  text=True, check=False).stdout.strip()
+  return {"head": run("rev-parse", "HEAD"),
+          "uncommitted": run("status", "--porcelain", "--", "trainer_modules",
+                             "serving", "transform").splitlines()}
+
+
 # ---------------------------------------------------------------------------
 # Report.
 
@@ -304,6 +314,7 @@ def main(argv=None) -> Dict[str, object]:
   ranking_config = json.loads(args.ranking_config)
   als_params = dict(ALS_DEFAULTS, **json.loads(args.als_config))
   t_start = time.time()
+  code_at_start = code_state()
   from benchmarks import retrieval_quality  # pylint: disable=g-import-not-at-top  (TF)
 
   prep = ml100k_data.prepare(os.path.abspath(args.data), os.path.join(args.work, "data"))
@@ -369,9 +380,8 @@ def main(argv=None) -> Dict[str, object]:
                                                     "std": float(rm0.std())},
                       "baselines": rating_baselines, "per_seed": rmse_runs},
       "per_seed": per_seed, "wall_seconds": round(wall, 1),
+      "code": {"start": code_at_start, "end": code_state()},
       "host": {"cpus": os.cpu_count()}}
-  for name in ("catalogue_uri",):
-    result["configs"]["retrieval"].pop(name, None)
 
   print()
   print(table(summary, args.k))
