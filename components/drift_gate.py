@@ -103,9 +103,10 @@ class DataDriftError(RuntimeError):
 
 class DataDriftResult(Artifact):
   """The gate's verdict: passed (1), the spans compared and the distances."""
-  # The class's import path: KFP v2 needs custom artifact types as schema
-  # titles, and TFX's Kubeflow entrypoint imports the class by that name.
-  TYPE_NAME = "components.drift_gate.DataDriftResult"
+  # KFP v2 needs custom artifact types as "<module>.<Name>" schema titles,
+  # and TFX's Kubeflow entrypoint imports the class by that title
+  # (components/__init__.py resolves it).
+  TYPE_NAME = "components.DataDriftResult"
   # Custom properties only: KFP v2 accepts no declared properties on custom
   # artifact types.
   PROPERTIES = {}

@@ -59,9 +59,10 @@ class DataValidationError(RuntimeError):
 
 class DataValidationResult(Artifact):
   """The gate's verdict: `passed` (1) and `split_names` (the splits checked)."""
-  # The class's import path: KFP v2 needs custom artifact types as schema
-  # titles, and TFX's Kubeflow entrypoint imports the class by that name.
-  TYPE_NAME = "components.validation_gate.DataValidationResult"
+  # KFP v2 needs custom artifact types as "<module>.<Name>" schema titles,
+  # and TFX's Kubeflow entrypoint imports the class by that title
+  # (components/__init__.py resolves it).
+  TYPE_NAME = "components.DataValidationResult"
   # Custom properties only (passed, split_names, span): KFP v2 accepts no
   # declared properties on custom artifact types.
   PROPERTIES = {}

@@ -164,7 +164,7 @@ def test_component_definition():
       schema=types.Channel(type=standard_artifacts.Schema),
       thresholds={"user_rating": 0.1, "user_id": None})
   assert json.loads(gate.exec_properties["thresholds"]) == {"user_rating": 0.1}
-  assert gate.outputs["result"].type_name == "components.drift_gate.DataDriftResult"
+  assert gate.outputs["result"].type_name == "components.DataDriftResult"
   assert drift_gate.DataDriftResult.PROPERTIES == {}
   with pytest.raises(ValueError, match="numbers >= 0"):
     drift_gate.DriftGate(

@@ -288,4 +288,4 @@ def test_span_pipeline_compiles_for_kubeflow(tmp_path):
   tasks = spec["root"]["dag"]["tasks"]
   assert "DriftGate" in tasks["Transform"]["dependentTasks"]
   assert "ValidationGate" in tasks["DriftGate"]["dependentTasks"]
-  assert "components.drift_gate.DataDriftResult" in yaml.safe_dump(spec)
+  assert "components.DataDriftResult" in yaml.safe_dump(spec)
