@@ -57,7 +57,7 @@ class RetrievalEvaluator(base_component.BaseComponent):
   at least the baseline model's − `baseline_tolerance`.
   """
   SPEC_CLASS = RetrievalEvaluatorSpec
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(ex.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(ex.Executor)  # a Beam executor: see executor.py
 
   def __init__(self,
                model: types.BaseChannel,

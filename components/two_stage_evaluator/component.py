@@ -65,7 +65,7 @@ class TwoStageEvaluator(base_component.BaseComponent):
   `rating_blessing` (TFMA's RMSE thresholds) is blessed.
   """
   SPEC_CLASS = TwoStageEvaluatorSpec
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(ex.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(ex.Executor)  # a Beam executor: see executor.py
 
   def __init__(self,
                model: types.BaseChannel,
