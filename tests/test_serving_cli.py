@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from serving.recommender import RRF_K
+
 from tests.test_serving import _free_port, _push, models  # noqa: F401  pylint: disable=unused-import
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +94,10 @@ def test_serve_subprocess_answers_and_exits_on_sigterm(output_dir, tmp_path):
       assert body["user_id"] == "1" and body["known_user"] and body["ranked"]
       assert len(body["items"]) == 5
       assert len({it["movie_id"] for it in body["items"]}) == 5
-      ratings = [it["predicted_rating"] for it in body["items"]]
-      assert ratings == sorted(ratings, reverse=True)
+      # The serving order: reciprocal rank fusion of the two models' ranks.
+      fused = [1 / (RRF_K + it["retrieval_rank"]) + 1 / (RRF_K + it["ranking_rank"])
+               for it in body["items"]]
+      assert fused == sorted(fused, reverse=True)
 
       r = c.post("/recommend", json={"user_id": "cli-new-user", "k": 3,
                                      "features": {"age": 30, "gender": "F"}})
