@@ -7,6 +7,9 @@ SPLIT ?= random
 OUTPUT_DIR ?= tfx_output
 ARGS ?=
 PY := .venv/bin/python
+# pytest-xdist workers for `make test` (0: one process). Files are the unit of
+# distribution (--dist loadfile), so module-scoped fixtures are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: venv run test test-fast clean
 
@@ -17,7 +20,7 @@ run: venv
 	$(PY) local_runner.py --data "$(DATA)" --split "$(SPLIT)" --output-dir "$(OUTPUT_DIR)" $(ARGS)
 
 test: venv
-	$(PY) -m pytest -q -rs $(ARGS)
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
 
 # Unit tests only (skips the slow end-to-end pipeline runs).
 test-fast: venv
