@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 from benchmarks import ml100k_data  # noqa: E402
 from benchmarks import ranking_quality  # noqa: E402
 from common import features as F  # noqa: E402
-from components.two_stage_evaluator import ease as ease_lib  # noqa: E402
+from trainer_modules import ease as ease_lib  # noqa: E402
 from components.two_stage_evaluator import topk  # noqa: E402
 
 BIG_K = 100  # hit@100 / recall@100, as the retrieval evaluator

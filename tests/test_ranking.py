@@ -106,6 +106,40 @@ def test_export_layout_and_signatures(trained):
   assert os.listdir(trained["root"] / "model_run")
 
 
+def test_item_item_scores_are_eases_of_the_users_history(trained, tiny_transformed):
+  """`item_item_scores`: the EASE weights fitted on the training histories,
+  averaged over the user's history; they prefer the planted genre and are
+  zero for a user without history."""
+  fn = _load(trained["model_uri"]).signatures["serving_default"]
+  assert fn.structured_outputs[ranking.ITEM_ITEM_KEY].dtype == tf.float32
+  rows = [_without_label(r) for r in tiny_transformed["rows"]["eval"]]
+  scores = fn(examples=tf.constant([F.to_tf_example(r).SerializeToString() for r in rows]))[
+      ranking.ITEM_ITEM_KEY].numpy()
+  assert scores.shape == (len(rows),) and np.all(np.isfinite(scores))
+  planted = tiny_transformed["planted"]
+  liked = np.array([planted["movie_genre"][int(r[F.MOVIE_ID]) - 1] ==
+                    planted["user_genre"][int(r[F.USER_ID]) - 1] for r in rows])
+  assert scores[liked].mean() > 3 * abs(scores[~liked].mean()), (
+      scores[liked].mean(), scores[~liked].mean())
+  cold = [{F.USER_ID: "no-such-user", F.MOVIE_ID: r[F.MOVIE_ID]} for r in rows[:5]]
+  out = fn(examples=tf.constant([F.to_tf_example(r).SerializeToString() for r in cold]))
+  assert np.all(out[ranking.ITEM_ITEM_KEY].numpy() == 0.0)
+
+
+def test_fit_ease_builds_the_history_matrix_and_respects_the_cap():
+  from scipy import sparse  # pylint: disable=g-import-not-at-top
+  from trainer_modules import ease  # pylint: disable=g-import-not-at-top
+  history = [np.array([0, 1]), np.array([1, 2]), np.array([0, 2, 3]), np.zeros([0], np.int64)]
+  stats = {"num_movie_buckets": 4, "history": history}
+  cfg = dict(ranking.DEFAULT_CONFIG, ease_lambda=1.0)
+  x = sparse.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [0, 0, 0, 0]],
+                                 np.float32))
+  np.testing.assert_allclose(ranking._fit_ease(stats, cfg), ease.fit(x, lam=1.0), atol=1e-6)
+  assert ranking._fit_ease(stats, dict(cfg, ease_max_movies=3)) is None
+  assert ranking._fit_ease(stats, dict(cfg, ease_max_movies=0)) is None
+  assert ranking._fit_ease(stats, dict(cfg, history=False)) is None
+
+
 def test_serving_full_rows(trained, tiny_transformed):
   rows = [_without_label(r) for r in tiny_transformed["rows"]["eval"]]
   pred = _serve(trained["model_uri"], rows)
@@ -185,7 +219,7 @@ def test_implicit_feedback_trains_engagement_alone(tiny_transformed, monkeypatch
   model_uri = str(tmp_path / "m")
   ranking.run_fn(_fn_args(tiny_transformed, model_uri, str(tmp_path / "r")))
   fn = tf.saved_model.load(_serving_dir(model_uri)).signatures["serving_default"]
-  assert set(fn.structured_outputs) == {ranking.SCORES_KEY}
+  assert set(fn.structured_outputs) == {ranking.SCORES_KEY, ranking.ITEM_ITEM_KEY}
   rows = [_without_label(r) for r in tiny_transformed["rows"]["eval"]]
   scores = fn(examples=tf.constant(
       [F.to_tf_example(r).SerializeToString() for r in rows]))[

@@ -64,6 +64,25 @@ def test_fuse_ranks_is_reciprocal_rank_fusion():
   assert rec_lib.fuse_ranks(np.array([5.0, 4.0, 3.0])).tolist() == [0, 1, 2]
 
 
+def test_fuse_ranks_weights_the_item_item_rank():
+  ranking = np.array([5.0, 4.0, 3.0])  # agrees with retrieval
+  item_item = np.array([0.0, 0.0, 1.0])  # ranks [2, 3, 1]
+  # k=1, w=4: [1/2+1/2+4/3, 1/3+1/3+4/4, 1/4+1/4+4/2] = [2.33, 1.67, 2.5]
+  assert rec_lib.fuse_ranks(ranking, item_item, k=1).tolist() == [2, 0, 1]
+  # A small weight leaves the agreeing models' order alone.
+  assert rec_lib.fuse_ranks(ranking, item_item, k=1,
+                            item_item_weight=0.5).tolist() == [0, 1, 2]
+
+
+def fused_score(item) -> float:
+  """The fusion score of a served item from its ranks (fuse_ranks' formula)."""
+  score = (1 / (rec_lib.RRF_K + item["retrieval_rank"])
+           + 1 / (rec_lib.RRF_K + item["ranking_rank"]))
+  if item["item_item_rank"] is not None:
+    score += rec_lib.ITEM_ITEM_WEIGHT / (rec_lib.RRF_K + item["item_item_rank"])
+  return score
+
+
 def test_request_time_is_a_context_feature():
   assert rec_lib.normalize_features({"timestamp": 881250949}) == {
       F.TIMESTAMP: 881250949}
@@ -155,9 +174,9 @@ def test_known_user_gets_k_unseen_items_in_fused_order(served, tiny_transformed)
     ids = [it["movie_id"] for it in items]
     assert len(set(ids)) == 10
     assert not set(ids) & seen[user]
-    # The fused order of the retrieval and the ranking model's ranks.
-    fused = [1 / (rec_lib.RRF_K + it["retrieval_rank"])
-             + 1 / (rec_lib.RRF_K + it["ranking_rank"]) for it in items]
+    # The fused order of the retrieval, ranking and item-item ranks.
+    assert all(it["item_item_rank"] is not None for it in items)
+    fused = [fused_score(it) for it in items]
     assert fused == sorted(fused, reverse=True)
     for it in items:
       assert it["title"] == catalogue[it["movie_id"]]

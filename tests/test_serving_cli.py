@@ -17,9 +17,7 @@ import time
 
 import pytest
 
-from serving.recommender import RRF_K
-
-from tests.test_serving import _free_port, _push, models  # noqa: F401  pylint: disable=unused-import
+from tests.test_serving import _free_port, _push, fused_score, models  # noqa: F401  pylint: disable=unused-import
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 180  # TF import + model load on a busy 2-core machine
@@ -94,9 +92,8 @@ def test_serve_subprocess_answers_and_exits_on_sigterm(output_dir, tmp_path):
       assert body["user_id"] == "1" and body["known_user"] and body["ranked"]
       assert len(body["items"]) == 5
       assert len({it["movie_id"] for it in body["items"]}) == 5
-      # The serving order: reciprocal rank fusion of the two models' ranks.
-      fused = [1 / (RRF_K + it["retrieval_rank"]) + 1 / (RRF_K + it["ranking_rank"])
-               for it in body["items"]]
+      # The serving order: reciprocal rank fusion of the models' ranks.
+      fused = [fused_score(it) for it in body["items"]]
       assert fused == sorted(fused, reverse=True)
 
       r = c.post("/recommend", json={"user_id": "cli-new-user", "k": 3,

@@ -20,7 +20,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
 from common import features as F
-from components.two_stage_evaluator import ease
+from trainer_modules import ease
 from components.two_stage_evaluator import executor as ex
 from components.two_stage_evaluator import topk
 from serving.recommender import Recommender

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from components.two_stage_evaluator import ease
+from trainer_modules import ease
 from components.two_stage_evaluator import topk
 
 L2, L3, L4, L5 = (math.log2(x) for x in (2, 3, 4, 5))

@@ -392,13 +392,23 @@ class ItemItem(keras.layers.Layer):
   (the ranking model's `item_item_max_movies`). W starts at zero.
   """
 
-  def __init__(self, num_movies: int, l2: float = 0.0, **kwargs):
+  def __init__(self, num_movies: int, l2: float = 0.0,
+               weights: Optional[np.ndarray] = None, **kwargs):
+    """`weights` [num_movies, num_movies]: fixed weights (e.g. EASE's closed
+    form, trainer_modules/ease.py), not trained; otherwise W is learned."""
     super().__init__(**kwargs)
     self.num_movies = int(num_movies)
+    if weights is not None:
+      if tuple(np.shape(weights)) != (self.num_movies, self.num_movies):
+        raise ValueError(f"item-item weights must be [{self.num_movies}, "
+                         f"{self.num_movies}], got {np.shape(weights)}")
+      self.trainable = False
     self.w = self.add_weight(
         name="weights", shape=[self.num_movies, self.num_movies],
-        initializer="zeros",
-        regularizer=keras.regularizers.l2(l2) if l2 else None)
+        initializer="zeros", trainable=weights is None,
+        regularizer=keras.regularizers.l2(l2) if l2 and weights is None else None)
+    if weights is not None:
+      self.w.assign(np.asarray(weights, np.float32))
 
   def _weights_of(self, hist: tf.RaggedTensor) -> tf.Tensor:
     count = tf.cast(tf.maximum(hist.row_lengths(), 1), tf.float32)

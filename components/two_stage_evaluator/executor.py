@@ -45,11 +45,11 @@ from components.retrieval_evaluator.executor import _dataset
 from components.retrieval_evaluator.executor import _read_records
 from components.retrieval_evaluator.executor import _split_files
 from components.retrieval_evaluator.executor import read_catalogue
-from components.two_stage_evaluator import ease
 from components.two_stage_evaluator import topk
 from serving.recommender import MAX_K
 from serving.recommender import Recommender
 from trainer_modules import baselines
+from trainer_modules import ease
 
 # Keys (inputs, outputs, parameters).
 MODEL_KEY = "model"

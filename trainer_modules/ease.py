@@ -1,6 +1,10 @@
 """EASE (Steck 2019, "Embarrassingly Shallow Autoencoders"): a closed-form
 item-item model that is among the strongest simple baselines on MovieLens.
 
+Used twice, with the same fit: the ranking model carries B as its item-item
+score (trainer_modules/ranking.py), and the TwoStageEvaluator fits it on the
+same split as the baseline that two-stage lists are compared with.
+
     P = (XᵀX + λI)⁻¹,   B = I − P · diag(1 / diag(P))   (so diag(B) = 0),
     scores = X_u · B.
 
