@@ -207,9 +207,11 @@ def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = N
   no calibration between scores of models trained on different tasks. Why
   these signals and w = 4, measured on ml-100k (random 80/20 split, per-user
   nDCG@10 of the top-10 of 100 retrieved candidates, two model seeds): the
-  retrieval order 0.357, retrieval + ranking fused 0.394; EASE's order of the same candidates 0.442 (EASE on
-  the whole catalogue 0.442) and the three fused with w = 2 / 4 / 6 / 8:
-  0.444 / 0.448 / 0.448 / 0.447 (w = 4 with either model dropped: 0.446).
+  retrieval order 0.357, retrieval + ranking fused 0.394; EASE's order of
+  the same candidates 0.442 (EASE on the whole catalogue 0.442) and the
+  three fused with w = 2 / 4 / 6 / 8: 0.444 / 0.448 / 0.448 / 0.447 (w = 4
+  with either model dropped: 0.446). The 3-seed benchmark with w = 4:
+  0.448 ± 0.000 (benchmarks/results/two_stage_quality.json).
   The towers and the ranker err differently from the item-item model, so
   each adds to it.
   """
