@@ -21,6 +21,8 @@ import pytest
 
 import local_runner
 from pipeline import configs
+from pipeline import ranking_branch
+from pipeline import retrieval_branch
 from pipeline import run_report
 from tests import synthetic_data
 from tests.conftest import logging_restored
@@ -45,13 +47,20 @@ def _run(pattern, out):
                             "--ranking-config", RANKING_CONFIG])
 
 
+# The evaluator whose blessing each stage's Pusher follows: for ranking that
+# is the TwoStageEvaluator (TFMA's RankingEvaluator blessing is only one of
+# its inputs), so a TFMA blessing alone does not mean a push.
+PUSH_BLESSINGS = {"retrieval": retrieval_branch.EVALUATOR_ID,
+                  "ranking": ranking_branch.TWO_STAGE_EVALUATOR_ID}
+
+
 def _blessed(out):
   """{stage: blessed (bool)} of the newest run, read from MLMD."""
   outputs = run_report.latest_run_outputs(
       os.path.join(out, "metadata.db"), configs.PIPELINE_NAME)
   blessed = {}
   for stage in STAGES:
-    node = outputs.get(f"{stage.capitalize()}Evaluator", {})
+    node = outputs.get(PUSH_BLESSINGS[stage], {})
     [blessing] = node["blessing"]
     blessed[stage] = blessing.custom_properties["blessed"].int_value == 1
   return blessed
