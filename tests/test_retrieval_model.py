@@ -292,3 +292,41 @@ def test_assets_extra_tables(trained):
   manifest = json.load(open(os.path.join(extra, retrieval_export.MANIFEST_FILE)))
   assert manifest["catalogue_size"] == len(catalogue)
   assert manifest["top_k"] == min(100, len(catalogue))
+
+
+# --------------------------------------------------------------------------
+# Training statistics and the full softmax's seen mask (no training).
+
+def test_seen_pairs_are_distinct_and_grouped_by_user():
+  from trainer_modules import retrieval
+  users = np.array([b"2", b"10", b"2", b"2", b"10"], "S")
+  movies = np.array([b"b", b"a", b"a", b"b", b"c"], "S")
+  seen = retrieval.SeenPairs.from_rows(users, movies)
+  assert len(seen) == 4  # ("2", "b") twice
+  got = [(u, list(m)) for u, m in seen.items()]
+  assert got == [(b"10", [b"a", b"c"]), (b"2", [b"a", b"b"])]  # bytes order
+  assert list(retrieval.SeenPairs.from_rows(users[:0], movies[:0]).items()) == []
+
+
+def test_catalogue_positions_skip_the_oov_row():
+  from trainer_modules import retrieval
+  # Catalogue of 4 movies: vocabulary indices 2, 0, 4 (= OOV of 5), 1.
+  pos = retrieval._catalogue_positions([2, 0, 4, 1], num_movies=5).numpy()
+  assert pos.tolist() == [1, 3, 0, -1, -1]
+
+
+def test_mask_seen_hides_other_history_movies_but_not_the_target():
+  import types as pytypes
+  from trainer_modules import retrieval
+  history = pytypes.SimpleNamespace(histories=lambda u: tf.ragged.constant(
+      [[0, 1, 3], [], [2]], dtype=tf.int64))
+  fake = pytypes.SimpleNamespace(
+      query_model=pytypes.SimpleNamespace(user_history=history),
+      _seen_positions=tf.constant([0, 1, -1, 2], tf.int64))  # vocab 2 not in catalogue
+  logits = tf.zeros([3, 3])
+  labels = tf.constant([1, 0, 2], tf.int64)  # row 0's own movie: position 1
+  out = retrieval.RetrievalModel._mask_seen(
+      fake, {F.T_USER_ID: tf.constant([0, 1, 2])}, logits, labels).numpy()
+  low = out < -1e8
+  assert low.tolist() == [[True, False, True], [False, False, False],
+                          [False, False, False]]

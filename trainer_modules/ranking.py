@@ -78,6 +78,7 @@ import tf_keras as keras
 from common import features as F
 from trainer_modules import ease
 from trainer_modules import model_parts
+from trainer_modules import optimizers
 from trainer_modules import strategy as strategy_lib
 from trainer_modules import warm_start
 
@@ -95,6 +96,11 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "include_context": False,
     "use_bias": True,              # user and movie bias terms
     "optimizer": "adam",           # "adam", "adagrad" or "sgd"
+    # Embedding tables: "auto" (sparse Adagrad from optimizers.SPARSE_MIN_ROWS
+    # table rows: Adam updates whole tables every step), "adagrad" or "same"
+    # (the optimizer above); see trainer_modules/optimizers.py.
+    "embedding_optimizer": "auto",
+    "embedding_learning_rate": None,  # None: optimizers' default (0.5)
     "learning_rate": 3e-3,
     "epochs": 5,
     "batch_size": 1024,
@@ -530,16 +536,6 @@ def _fit_ease(stats: Mapping[str, Any], cfg: Mapping[str, Any]) -> Optional[np.n
   return b
 
 
-def _optimizer(cfg: Mapping[str, Any]):
-  name = str(cfg["optimizer"]).lower()
-  lr = float(cfg["learning_rate"])
-  if name == "adam":
-    return keras.optimizers.Adam(learning_rate=lr)
-  if name == "adagrad":
-    return keras.optimizers.Adagrad(learning_rate=lr)
-  if name == "sgd":
-    return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-  raise ValueError(f"Unknown optimizer {cfg['optimizer']!r} (adam, adagrad, sgd)")
 
 
 def _transform_dir(fn_args) -> str:
@@ -610,9 +606,10 @@ def run_fn(fn_args) -> None:
         fn_args.train_files, tft_output, 2, shuffle=False, num_epochs=1))))
     start = warm_start.warm_start(fn_args, cfg, model, build, tft_output,
                                   model.row_features(), "ranking")
-    if not strategy_lib.is_default(strategy):
-      build()
-    model.compile(optimizer=_optimizer(cfg))
+    if (not strategy_lib.is_default(strategy)
+        or cfg["embedding_optimizer"] != "same"):
+      build()  # the composite optimizer splits the variables by kind
+    model.compile(optimizer=optimizers.create(cfg, model, sgd_momentum=0.9))
   callbacks = []
   verbose = 2
   log_epochs = getattr(model_parts, "LogEpochs", None)
@@ -639,13 +636,15 @@ BASELINES_FILE = "baselines.json"
 
 
 def _ids_and_labels(file_patterns, tft_output):
+  """Raw user and movie ids (fixed-width bytes arrays) and labels."""
   users, items, labels = [], [], []
   for batch in model_parts.make_dataset(file_patterns, tft_output, batch_size=8192,
                                         shuffle=False, num_epochs=1):
-    users += batch[F.T_RAW_USER_ID].numpy().tolist()
-    items += batch[F.T_RAW_MOVIE_ID].numpy().tolist()
-    labels += batch[F.T_LABEL].numpy().tolist()
-  return users, items, labels
+    users.append(np.reshape(batch[F.T_RAW_USER_ID].numpy(), [-1]).astype("S"))
+    items.append(np.reshape(batch[F.T_RAW_MOVIE_ID].numpy(), [-1]).astype("S"))
+    labels.append(np.reshape(batch[F.T_LABEL].numpy(), [-1]).astype(np.float32))
+  cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros([0], dtype)
+  return cat(users, "S1"), cat(items, "S1"), cat(labels, np.float32)
 
 
 def write_baselines(fn_args, tft_output,

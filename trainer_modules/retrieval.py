@@ -64,6 +64,7 @@ import tf_keras as keras
 
 from common import features as F
 from trainer_modules import model_parts
+from trainer_modules import optimizers
 from trainer_modules import retrieval_export
 from trainer_modules import strategy as strategy_lib
 from trainer_modules import warm_start
@@ -76,6 +77,11 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "candidate_layers": [128, 64],
     "learning_rate": 0.01,
     "optimizer": "adam",        # adam | adagrad | sgd
+    # Embedding tables: "auto" (sparse Adagrad from optimizers.SPARSE_MIN_ROWS
+    # table rows: Adam updates whole tables every step), "adagrad" or "same"
+    # (the optimizer above); see trainer_modules/optimizers.py.
+    "embedding_optimizer": "auto",
+    "embedding_learning_rate": None,  # None: optimizers' default (0.5)
     "epochs": 5,                # more epochs overfit ml-100k (see benchmark)
     "batch_size": 2048,
     "temperature": 1.0,
@@ -99,9 +105,14 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     # full_softmax_max_movies catalogue movies.
     "negatives": "auto",
     "full_softmax_max_movies": 10_000,
+    # Full softmax: the user's other training movies are not negatives.
+    "mask_seen": False,
     "seed": 42,
     "top_k": 100,               # K of serving_default
     "shuffle_buffer": 200_000,
+    # Training records kept in RAM across epochs up to this many rows
+    # (~460 B each: 5M ≈ 2.3 GB); above it they are re-read every epoch.
+    "cache_max_rows": 5_000_000,
     "warm_start": True,         # start from the last blessed retrieval model
     "distribution_strategy": "auto",  # see trainer_modules/strategy.py
 }
@@ -142,9 +153,11 @@ def training_stats(files: List[str], tft_output: tft.TFTransformOutput) -> Dict[
   users, movies, movie_idx, user_idx = [], [], [], []
   side_values = {n: [] for n in side}
   for batch in ds:
-    users.append(np.reshape(batch[F.T_RAW_USER_ID].numpy(), [-1]))
+    # Raw ids as fixed-width bytes ("S"): a few bytes per row instead of a
+    # Python bytes object each (~40 B); these arrays live through training.
+    users.append(_fixed_bytes(batch[F.T_RAW_USER_ID]))
     user_idx.append(np.reshape(batch[F.T_USER_ID].numpy(), [-1]))
-    movies.append(np.reshape(batch[F.T_RAW_MOVIE_ID].numpy(), [-1]))
+    movies.append(_fixed_bytes(batch[F.T_RAW_MOVIE_ID]))
     movie_idx.append(np.reshape(batch[F.T_MOVIE_ID].numpy(), [-1]))
     for n in side:
       side_values[n].append(np.reshape(batch[n].numpy(), [-1]))
@@ -160,9 +173,7 @@ def training_stats(files: List[str], tft_output: tft.TFTransformOutput) -> Dict[
       user_idx, movie_idx,
       tft_output.num_buckets_for_transformed_feature(F.T_USER_ID))
 
-  seen: Dict[bytes, set] = {}
-  for u, m in zip(users, movies):
-    seen.setdefault(u, set()).add(m)
+  seen = SeenPairs.from_rows(users, movies)
   ids, counts = np.unique(movies, return_counts=True)
   order = np.lexsort((ids, -counts))  # count desc, then id
 
@@ -172,6 +183,42 @@ def training_stats(files: List[str], tft_output: tft.TFTransformOutput) -> Dict[
           "seen": seen, "popularity_ids": ids[order],
           "popularity_counts": counts[order], "user_table": user_table,
           "history": history, "num_movie_buckets": n_movie_buckets}
+
+
+def _fixed_bytes(t: tf.Tensor) -> np.ndarray:
+  v = np.reshape(t.numpy(), [-1])
+  return v.astype("S") if len(v) else np.zeros([0], "S1")
+
+
+class SeenPairs:
+  """The distinct (user, movie) pairs of the training split, compactly.
+
+  Sorted unique raw ids of users and movies and one int64 code per pair
+  (user position × movies + movie position), sorted: ~8 B per pair instead
+  of a Python set per user (~200 B per rating). Iterated by user (bytes
+  order), as retrieval_export writes the serving table of seen movies.
+  """
+
+  def __init__(self, user_ids: np.ndarray, movie_ids: np.ndarray, codes: np.ndarray):
+    self.user_ids, self.movie_ids, self.codes = user_ids, movie_ids, codes
+
+  @classmethod
+  def from_rows(cls, users: np.ndarray, movies: np.ndarray) -> "SeenPairs":
+    user_ids, u = np.unique(users, return_inverse=True)
+    movie_ids, m = np.unique(movies, return_inverse=True)
+    codes = np.unique(u.astype(np.int64) * max(1, len(movie_ids)) + m)
+    return cls(user_ids, movie_ids, codes)
+
+  def __len__(self) -> int:
+    return len(self.codes)
+
+  def items(self):
+    """(user id, sorted movie ids) per user with training rows."""
+    n = max(1, len(self.movie_ids))
+    u, m = np.divmod(self.codes, n)
+    bounds = np.flatnonzero(np.diff(u)) + 1
+    for rows in np.split(np.arange(len(u)), bounds) if len(u) else []:
+      yield self.user_ids[u[rows[0]]], self.movie_ids[m[rows]]
 
 
 # ---------------------------------------------------------------------------
@@ -218,7 +265,8 @@ class RetrievalModel(tfrs.Model):
 
   def __init__(self, query_model: keras.Model, candidate_model: keras.Model,
                temperature: Optional[float], logq: bool, remove_hits: bool,
-               catalogue_features: Optional[Dict[str, Any]] = None):
+               catalogue_features: Optional[Dict[str, Any]] = None,
+               mask_seen: bool = False):
     super().__init__()
     self.query_model = query_model
     self.candidate_model = candidate_model
@@ -226,6 +274,15 @@ class RetrievalModel(tfrs.Model):
     self.remove_hits = remove_hits
     self.temperature = float(temperature or 1.0)
     self._catalogue = catalogue_features
+    # Full softmax only: the catalogue position of each movie vocabulary
+    # index (-1: not in the catalogue, or the OOV row), to mask the user's
+    # other training movies out of the negatives.
+    self._seen_positions = None
+    if (mask_seen and catalogue_features is not None
+        and query_model.user_history is not None):
+      self._seen_positions = _catalogue_positions(
+          catalogue_features[F.T_MOVIE_ID],
+          query_model.user_history.embedding.input_dim)
     # SUM here and the division by the batch size in compute_loss: Keras
     # refuses SUM_OVER_BATCH_SIZE outside compile() under a distribution
     # strategy; the result is the same batch mean.
@@ -253,6 +310,8 @@ class RetrievalModel(tfrs.Model):
       c = self.candidate_model(self._catalogue, training=training)
       logits = tf.matmul(q, c, transpose_b=True) / self.temperature
       labels = tf.reshape(tf.cast(features[CATALOGUE_INDEX], tf.int64), [-1])
+      if self._seen_positions is not None:
+        logits = self._mask_seen(features, logits, labels)
       present = labels >= 0
       losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
           labels=tf.maximum(labels, 0), logits=logits)
@@ -268,6 +327,22 @@ class RetrievalModel(tfrs.Model):
           compute_metrics=False, compute_batch_metrics=False)
     loss = loss / tf.cast(tf.maximum(tf.shape(q)[0], 1), loss.dtype)
     return strategy_lib.scale_loss(loss)
+
+  def _mask_seen(self, features, logits, labels):
+    """Logits of the user's other training movies set very low.
+
+    Without this the full softmax pushes every other movie the user rated
+    down as a negative of this row, although they are positives too (the
+    multinomial over the whole history, as in Mult-VAE, keeps them out).
+    """
+    hist = self.query_model.user_history.histories(features[F.T_USER_ID])
+    pos = tf.gather(self._seen_positions, hist.flat_values)
+    rows = hist.value_rowids()
+    keep = (pos >= 0) & tf.not_equal(pos, tf.gather(labels, rows))
+    idx = tf.stack([tf.boolean_mask(rows, keep), tf.boolean_mask(pos, keep)], 1)
+    mask = tf.scatter_nd(idx, tf.ones_like(idx[:, 0], tf.float32),
+                         tf.shape(logits, out_type=tf.int64))
+    return tf.where(mask > 0, tf.constant(-1e9, logits.dtype), logits)
 
   def row_features(self):
     """Embedding tables indexed by a vocabulary (see warm_start.py)."""
@@ -322,19 +397,21 @@ def build_model(tft_output: tft.TFTransformOutput, cfg: Mapping[str, Any],
   return RetrievalModel(query, candidate, cfg["temperature"],
                         bool(cfg["logq_correction"]),
                         bool(cfg["remove_accidental_hits"]),
-                        catalogue_features=catalogue_features)
+                        catalogue_features=catalogue_features,
+                        mask_seen=bool(cfg["mask_seen"]))
 
 
-def _optimizer(cfg: Mapping[str, Any]):
-  name = str(cfg["optimizer"]).lower()
-  lr = float(cfg["learning_rate"])
-  if name == "adam":
-    return keras.optimizers.Adam(lr)
-  if name == "adagrad":
-    return keras.optimizers.Adagrad(lr)
-  if name == "sgd":
-    return keras.optimizers.SGD(lr)
-  raise ValueError(f"Unknown optimizer {cfg['optimizer']!r}")
+def _catalogue_positions(movie_idx, num_movies: int) -> tf.Tensor:
+  """[num_movies] int64: catalogue position of each movie vocabulary index,
+  -1 for indices not in the catalogue and for the OOV row (shared by every
+  unknown catalogue movie)."""
+  idx = np.reshape(np.asarray(movie_idx), [-1]).astype(np.int64)
+  out = np.full([num_movies], -1, np.int64)
+  known = idx < num_movies - 1
+  out[idx[known]] = np.arange(len(idx))[known]
+  return tf.constant(out)
+
+
 
 
 # ---------------------------------------------------------------------------
@@ -359,7 +436,9 @@ def train_dataset(files: List[str], tft_output: tft.TFTransformOutput,
   """Endless, reshuffled batches of equal size with OOV / dropout augmentation.
 
   Unlike model_parts.make_dataset (10k-record shuffle buffer) this caches
-  the serialized records and shuffles over up to `shuffle_buffer` of them:
+  the serialized records in memory (up to `cache_max_rows` training rows;
+  larger data is read from disk every epoch) and shuffles over up to
+  `shuffle_buffer` of them:
   in-batch negatives need batches that mix users and movies well even when
   the examples are stored grouped.
   """
@@ -406,7 +485,9 @@ def train_dataset(files: List[str], tft_output: tft.TFTransformOutput,
                                tf.constant(unknown[name], v.dtype), v)
     return batch
 
-  ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").cache()
+  ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP")
+  if n_rows <= int(cfg["cache_max_rows"]):  # ~460 B of RAM per cached row
+    ds = ds.cache()
   ds = ds.shuffle(min(n_rows, int(cfg["shuffle_buffer"])), seed=seed,
                   reshuffle_each_iteration=True).repeat()
   ds = ds.batch(min(batch_size, n_rows), drop_remainder=True)
@@ -467,9 +548,10 @@ def run_fn(fn_args) -> None:
     build = lambda: model.build_on(_one_batch(train_files, tft_output))
     start = warm_start.warm_start(fn_args, cfg, model, build, tft_output,
                                   model.row_features(), "retrieval")
-    if not strategy_lib.is_default(strategy):
-      build()
-    model.compile(optimizer=_optimizer(cfg))
+    if (not strategy_lib.is_default(strategy)
+        or cfg["embedding_optimizer"] != "same"):
+      build()  # the composite optimizer splits the variables by kind
+    model.compile(optimizer=optimizers.create(cfg, model, sgd_momentum=0.0))
   batch = min(int(cfg["batch_size"]), stats["num_rows"])
   steps_per_epoch = max(1, stats["num_rows"] // batch)
   epochs = int(cfg["epochs"])

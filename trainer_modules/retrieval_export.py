@@ -216,9 +216,9 @@ def write_assets(serving_model_dir: str, tft_output: tft.TFTransformOutput,
                           "embedding": [round(float(x), 6) for x in emb]}) + "\n")
 
   with tf.io.gfile.GFile(os.path.join(out_dir, SEEN_FILE), "w") as f:
-    for user, movies in sorted(stats["seen"].items()):
+    for user, movies in stats["seen"].items():  # by user, movies sorted
       f.write(json.dumps({"user_id": _text(user),
-                          "movie_ids": sorted(_text(m) for m in movies)}) + "\n")
+                          "movie_ids": [_text(m) for m in movies]}) + "\n")
 
   table = stats["user_table"]
   vocabs = {name: _decode_vocab(tft_output, v)
