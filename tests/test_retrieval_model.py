@@ -330,3 +330,17 @@ def test_mask_seen_hides_other_history_movies_but_not_the_target():
   low = out < -1e8
   assert low.tolist() == [[True, False, True], [False, False, False],
                           [False, False, False]]
+
+
+def test_movie_bias_tower_dimensions_make_the_dot_cosine_over_t_plus_bias():
+  import tf_keras as keras
+  from trainer_modules import retrieval
+  enc = keras.layers.Lambda(lambda f: tf.cast(f["x"], tf.float32))
+  bias = keras.layers.Embedding(3, 1, embeddings_initializer="ones")
+  query = retrieval.Tower(enc, [4], 0.0, True, scale=5.0, unit=True)
+  cand = retrieval.Tower(enc, [4], 0.0, True, bias=bias)
+  feats = {"x": tf.constant([[1.0, 2.0]]), F.T_MOVIE_ID: tf.constant([2])}
+  q, c = query(feats).numpy(), cand(feats).numpy()
+  assert q.shape == c.shape == (1, 5)
+  assert q[0, -1] == 1.0 and c[0, -1] == 1.0  # the constant and the bias
+  np.testing.assert_allclose(np.linalg.norm(q[0, :4]), 5.0, rtol=1e-5)

@@ -107,6 +107,9 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "full_softmax_max_movies": 10_000,
     # Full softmax: the user's other training movies are not negatives.
     "mask_seen": False,
+    # A learned per-movie bias as one more embedding dimension (the query
+    # gets a constant 1): score = cosine / temperature + bias.
+    "movie_bias": False,
     "seed": 42,
     "top_k": 100,               # K of serving_default
     "shuffle_buffer": 200_000,
@@ -232,16 +235,27 @@ def _dense_stack(layers: List[int], l2: float, name: str) -> List[keras.layers.L
 
 
 class Tower(keras.Model):
-  """Encoder (+ the user's history for the query) → dense layers."""
+  """Encoder (+ the user's history for the query) → dense layers.
+
+  With `scale` the (normalised) output is multiplied by it (the query tower
+  carries the softmax temperature 1/T when there is a movie bias), with
+  `bias` (candidate tower: a per-movie scalar table) the bias is appended as
+  one more dimension and with `unit` (query tower) a constant 1, so the dot
+  product of the exported embeddings is cosine/T + movie bias.
+  """
 
   def __init__(self, encoder: keras.layers.Layer, layers: List[int], l2: float,
                normalize: bool, history: Optional[model_parts.UserHistory] = None,
-               **kwargs):
+               scale: float = 1.0, bias: Optional[keras.layers.Embedding] = None,
+               unit: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.encoder = encoder
     self.user_history = history
     self.dense = _dense_stack(layers, l2, self.name)
     self.normalize = normalize
+    self.scale = float(scale)
+    self.bias = bias
+    self.unit = unit
 
   def call(self, features, training=False):
     x = self.encoder(features)
@@ -253,6 +267,12 @@ class Tower(keras.Model):
       x = layer(x)
     if self.normalize:
       x = tf.math.l2_normalize(x, axis=-1)
+    if self.scale != 1.0:
+      x = x * self.scale
+    if self.bias is not None:
+      x = tf.concat([x, self.bias(tf.reshape(features[F.T_MOVIE_ID], [-1]))], axis=1)
+    if self.unit:
+      x = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)
     return x
 
 
@@ -350,6 +370,8 @@ class RetrievalModel(tfrs.Model):
                                      self.candidate_model.encoder)
     if self.query_model.user_history is not None:
       pairs.append((self.query_model.user_history.embedding, F.T_MOVIE_ID))
+    if self.candidate_model.bias is not None:
+      pairs.append((self.candidate_model.bias, F.T_MOVIE_ID))
     return pairs
 
   def build_on(self, features) -> None:
@@ -390,11 +412,19 @@ def build_model(tft_output: tft.TFTransformOutput, cfg: Mapping[str, Any],
     history = model_parts.UserHistory(
         stats["history"], stats["num_movie_buckets"], int(cfg["embedding_dim"]),
         dropout=float(cfg["history_dropout"]), name="user_history")
+  temperature = cfg["temperature"]
+  bias = None
+  if cfg["movie_bias"]:  # the temperature moves into the query tower
+    bias = keras.layers.Embedding(
+        tft_output.num_buckets_for_transformed_feature(F.T_MOVIE_ID), 1,
+        embeddings_initializer="zeros", name="movie_bias")
   query = Tower(user_encoder, q_layers, cfg["l2"], cfg["normalize"],
-                history=history, name="query_tower")
+                history=history, name="query_tower",
+                scale=1.0 / float(temperature or 1.0) if bias else 1.0,
+                unit=bias is not None)
   candidate = Tower(movie_encoder, c_layers, cfg["l2"], cfg["normalize"],
-                    name="candidate_tower")
-  return RetrievalModel(query, candidate, cfg["temperature"],
+                    bias=bias, name="candidate_tower")
+  return RetrievalModel(query, candidate, None if bias else temperature,
                         bool(cfg["logq_correction"]),
                         bool(cfg["remove_accidental_hits"]),
                         catalogue_features=catalogue_features,
