@@ -71,7 +71,7 @@ RETRIEVAL_SEARCH_SPACE: Dict[str, Any] = {
     "embedding_dim": [32, 64, 128],
     "learning_rate": {"min": 1e-3, "max": 3e-2, "sampling": "log"},
     "epochs": {"min": 3, "max": 10},
-    "temperature": [0.1, 0.25, 0.5, 1.0],
+    "temperature": [0.1, 0.2, 0.3, 0.5],
 }
 RANKING_SEARCH_SPACE: Dict[str, Any] = {
     "embedding_dim": [16, 32, 64],
