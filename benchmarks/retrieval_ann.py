@@ -121,6 +121,7 @@ def model_embeddings(model_dir: str, num_candidates: int, num_queries: int,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from common import features as F  # pylint: disable=g-import-not-at-top
+  from common import assets as assets_lib  # pylint: disable=g-import-not-at-top
   from serving import recommender as rec_lib  # pylint: disable=g-import-not-at-top
   version_dir = model_dir
   if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
@@ -132,8 +133,7 @@ def model_embeddings(model_dir: str, num_candidates: int, num_queries: int,
   assets = os.path.join(version_dir, rec_lib.ASSETS_EXTRA)
   with open(os.path.join(assets, rec_lib.CATALOGUE_FILE), encoding="utf-8") as f:
     cand = np.asarray([json.loads(line)["embedding"] for line in f], np.float32)
-  with open(os.path.join(assets, rec_lib.SEEN_FILE), encoding="utf-8") as f:
-    users = [json.loads(line)["user_id"] for line in f]
+  users = list(assets_lib.SeenTable.load(assets, catalogue_ids=[]).user_ids())
   query_fn = tf.saved_model.load(version_dir).signatures[
       F.RETRIEVAL_QUERY_SIGNATURE]
   examples = [F.to_tf_example({F.USER_ID: u}).SerializeToString() for u in users]

@@ -5,7 +5,7 @@
       [--out benchmarks/results/serving_latency.json]
 
 * in process: Recommender.recommend() for known users (ids from the
-  retrieval model's seen.jsonl, cycled) and cold-start users (unknown ids
+  retrieval model's seen table, cycled) and cold-start users (unknown ids
   with age/gender/occupation/zip), after a warm-up;
 * batch: every known user once, one after another, as `recommend batch`
   does (users per second);
@@ -116,7 +116,7 @@ def run(output_dir: str, requests: int = 500, k: int = 10,
   rec = rec_lib.Recommender(output_dir, check_interval=3600)
   load_s = time.time() - t0
   m = rec._models  # pylint: disable=protected-access
-  users = sorted(m.seen) or ["1"]
+  users = sorted(m.seen.user_ids()) or ["1"]
   rng.shuffle(users)
   for u in users[:20]:  # warm-up
     rec.recommend(u, k=k, n_candidates=n_candidates)

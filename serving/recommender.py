@@ -12,8 +12,8 @@ recommend(user_id, k, n_candidates, features):
    and the given user features; known users get their stored features inside
    the model, unknown ones its OOV row); the embedding is scored against the
    exported candidate matrix (assets.extra/catalogue.jsonl, one numpy matmul),
-   movies the user rated in training (seen.jsonl) are masked, the best N
-   unseen movies are kept;
+   movies the user rated in training (the memory-mapped seen table,
+   common/assets.py) are masked, the best N unseen movies are kept;
 2. ranking: the ranking model's `serving_default` scores the N (one batched
    call; user features + each candidate's id/title/genres): `scores` is the
    ranking model's order (its engagement score, trainer_modules/ranking.py),
@@ -50,13 +50,13 @@ import common  # noqa: F401  pylint: disable=unused-import  (TF_USE_LEGACY_KERAS
 import numpy as np
 import tensorflow as tf
 
+from common import assets
 from common import features as F
 
-ASSETS_EXTRA = "assets.extra"
-CATALOGUE_FILE = "catalogue.jsonl"
-SEEN_FILE = "seen.jsonl"
-USER_FEATURES_FILE = "user_features.jsonl"
-MANIFEST_FILE = "manifest.json"
+ASSETS_EXTRA = assets.ASSETS_EXTRA
+CATALOGUE_FILE = assets.CATALOGUE_FILE
+USER_FEATURES_FILE = assets.USER_FEATURES_FILE
+MANIFEST_FILE = assets.MANIFEST_FILE
 RETRIEVAL, RANKING = "retrieval", "ranking"
 # Outputs of the ranking model's serving_default: the order, the rating and
 # (when the model has it) the EASE item-item score of the user's history.
@@ -234,9 +234,9 @@ class _Models:
     self.versions = {RETRIEVAL: retrieval_version, RANKING: ranking_version}
     self.retrieval = tf.saved_model.load(rdir)
     self.query_fn = self.retrieval.signatures[F.RETRIEVAL_QUERY_SIGNATURE]
-    assets = os.path.join(rdir, ASSETS_EXTRA)
+    assets_dir = os.path.join(rdir, ASSETS_EXTRA)
     ids, titles, genres, emb = [], [], [], []
-    with open(os.path.join(assets, CATALOGUE_FILE), encoding="utf-8") as f:
+    with open(os.path.join(assets_dir, CATALOGUE_FILE), encoding="utf-8") as f:
       for line in f:
         row = json.loads(line)
         ids.append(row["movie_id"])
@@ -248,17 +248,10 @@ class _Models:
     self.genres = genres
     self.candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
     self.index_of = {m: i for i, m in enumerate(ids)}
-    self.seen: Dict[str, np.ndarray] = {}
-    path = os.path.join(assets, SEEN_FILE)
-    if os.path.exists(path):
-      with open(path, encoding="utf-8") as f:
-        for line in f:
-          row = json.loads(line)
-          self.seen[row["user_id"]] = np.asarray(
-              [self.index_of[m] for m in row["movie_ids"] if m in self.index_of],
-              np.int64)
+    # Memory-mapped: nothing is read until a request needs a user's row.
+    self.seen = assets.SeenTable.load(assets_dir, catalogue_ids=ids)
     self.user_raw: Dict[str, Dict[str, Any]] = {}
-    path = os.path.join(assets, USER_FEATURES_FILE)
+    path = os.path.join(assets_dir, USER_FEATURES_FILE)
     if os.path.exists(path):
       with open(path, encoding="utf-8") as f:
         for line in f:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from tfx.types import standard_artifacts
 
+from common import assets
 from components.batch_recommender import executor as ex
 from serving import recommender as rec_lib
 from tests.test_serving import _push, models  # noqa: F401  pylint: disable=unused-import
@@ -57,8 +58,8 @@ def _by_user(table):
 
 
 def _known_users(retrieval_dir):
-  with open(os.path.join(retrieval_dir, "assets.extra", "seen.jsonl")) as f:
-    return [json.loads(line)["user_id"] for line in f if line.strip()]
+  return list(assets.SeenTable.load(
+      os.path.join(retrieval_dir, assets.ASSETS_EXTRA)).user_ids())
 
 
 # --------------------------------------------------------------------------
@@ -76,18 +77,26 @@ class _FakeRecommender:
 
 
 def test_users_known_then_from_file_each_known_once(tmp_path):
-  assets = tmp_path / "model" / "assets.extra"
-  assets.mkdir(parents=True)
-  (assets / "seen.jsonl").write_text(
-      "".join(json.dumps({"user_id": u, "movie_ids": []}) + "\n" for u in "213"))
-  (assets / "user_features.jsonl").write_text(
+  extra = tmp_path / "model" / "assets.extra"
+  extra.mkdir(parents=True)
+  assets.SeenTable.from_lists({"2": [0], "1": [], "3": [1, 0]}).write(str(extra))
+  (extra / "user_features.jsonl").write_text(
       "".join(json.dumps({"user_id": u, "raw": {}}) + "\n" for u in "2134"))
   users_file = tmp_path / "users.txt"
   users_file.write_text("3\n\nx1\n  x2 \nx1\n")
   assert list(ex.iter_users(str(tmp_path / "model"), str(users_file))) == [
-      ("2", False), ("1", False), ("3", False), ("4", False),
+      ("1", False), ("2", False), ("3", False), ("4", False),
       ("x1", True), ("x2", True), ("x1", True)]
-  assert [u for u, _ in ex.iter_users(str(tmp_path / "model"))] == list("2134")
+  assert [u for u, _ in ex.iter_users(str(tmp_path / "model"))] == list("1234")
+
+
+def test_users_of_a_legacy_seen_jsonl_model(tmp_path):
+  """Models exported before the .npy seen table (a rollback target)."""
+  extra = tmp_path / "model" / "assets.extra"
+  extra.mkdir(parents=True)
+  (extra / assets.LEGACY_SEEN_FILE).write_text(
+      "".join(json.dumps({"user_id": u, "movie_ids": ["m1"]}) + "\n" for u in "21"))
+  assert [u for u, _ in ex.iter_users(str(tmp_path / "model"))] == ["1", "2"]
 
 
 def test_streamed_in_row_groups_with_counts(tmp_path):

@@ -17,6 +17,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import json_utils
 from tfx.utils import proto_utils
 
+from common import assets
 from common import features as F
 from components import catalogue_trainer
 from trainer_modules import retrieval_export
@@ -274,8 +275,10 @@ def test_assets_extra_tables(trained):
     true_counts[r[F.MOVIE_ID]] = true_counts.get(r[F.MOVIE_ID], 0) + 1
   assert dict(zip(popularity["movie_ids"], counts)) == true_counts
 
-  seen = {s["user_id"]: set(s["movie_ids"])
-          for s in _read_jsonl(os.path.join(extra, retrieval_export.SEEN_FILE))}
+  table = assets.SeenTable.load(extra)
+  assert isinstance(table.movies, np.memmap)  # served memory-mapped
+  ids = [c["movie_id"] for c in catalogue]
+  seen = {u: {ids[i] for i in table.get(u)} for u in table.user_ids()}
   true_seen = {}
   for r in train:
     true_seen.setdefault(r[F.USER_ID], set()).add(r[F.MOVIE_ID])
@@ -303,9 +306,14 @@ def test_seen_pairs_are_distinct_and_grouped_by_user():
   movies = np.array([b"b", b"a", b"a", b"b", b"c"], "S")
   seen = retrieval.SeenPairs.from_rows(users, movies)
   assert len(seen) == 4  # ("2", "b") twice
-  got = [(u, list(m)) for u, m in seen.items()]
-  assert got == [(b"10", [b"a", b"c"]), (b"2", [b"a", b"b"])]  # bytes order
-  assert list(retrieval.SeenPairs.from_rows(users[:0], movies[:0]).items()) == []
+  # Serving table: catalogue positions ("c" is not in the catalogue).
+  table = seen.to_table(["b", "x", "a"])
+  assert list(table.user_ids()) == ["10", "2"]  # bytes order
+  assert table.get("10").tolist() == [2]
+  assert table.get("2").tolist() == [0, 2]
+  assert table.get("3") is None
+  empty = retrieval.SeenPairs.from_rows(users[:0], movies[:0]).to_table(["a"])
+  assert len(empty) == 0 and empty.get("2") is None
 
 
 def test_catalogue_positions_skip_the_oov_row():

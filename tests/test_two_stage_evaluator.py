@@ -19,6 +19,7 @@ import tensorflow as tf
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
+from common import assets
 from common import features as F
 from trainer_modules import ease
 from components.two_stage_evaluator import executor as ex
@@ -101,12 +102,11 @@ def write_retrieval(path, planted):
     for j, m in enumerate(planted["movies"]):
       f.write(json.dumps({"movie_id": m, "movie_title": f"Movie {m}",
                           "movie_genres": [1], "embedding": cand[:, j].tolist()}) + "\n")
+  position = {m: j for j, m in enumerate(planted["movies"])}
   seen = {}
   for u, m, _ in planted["train"]:
-    seen.setdefault(u, set()).add(m)
-  with open(os.path.join(extra, "seen.jsonl"), "w") as f:
-    for u in sorted(seen):
-      f.write(json.dumps({"user_id": u, "movie_ids": sorted(seen[u])}) + "\n")
+    seen.setdefault(u, set()).add(position[m])
+  assets.SeenTable.from_lists(seen).write(extra)
   with open(os.path.join(extra, "manifest.json"), "w") as f:
     json.dump({"catalogue_size": len(planted["movies"])}, f)
 

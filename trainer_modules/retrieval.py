@@ -63,7 +63,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import common  # noqa: F401  pylint: disable=unused-import
 import numpy as np
@@ -72,6 +72,7 @@ import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from common import assets
 from common import features as F
 from trainer_modules import model_parts
 from trainer_modules import optimizers
@@ -208,8 +209,8 @@ class SeenPairs:
 
   Sorted unique raw ids of users and movies and one int64 code per pair
   (user position × movies + movie position), sorted: ~8 B per pair instead
-  of a Python set per user (~200 B per rating). Iterated by user (bytes
-  order), as retrieval_export writes the serving table of seen movies.
+  of a Python set per user (~200 B per rating); `to_table` gives serving's
+  seen table (common/assets.py).
   """
 
   def __init__(self, user_ids: np.ndarray, movie_ids: np.ndarray, codes: np.ndarray):
@@ -225,13 +226,25 @@ class SeenPairs:
   def __len__(self) -> int:
     return len(self.codes)
 
-  def items(self):
-    """(user id, sorted movie ids) per user with training rows."""
-    n = max(1, len(self.movie_ids))
-    u, m = np.divmod(self.codes, n)
-    bounds = np.flatnonzero(np.diff(u)) + 1
-    for rows in np.split(np.arange(len(u)), bounds) if len(u) else []:
-      yield self.user_ids[u[rows[0]]], self.movie_ids[m[rows]]
+  def to_table(self, catalogue_ids: Sequence) -> assets.SeenTable:
+    """The serving table (common/assets.py): movies as positions in
+    `catalogue_ids` (the exported catalogue's order); movies outside it are
+    left out, every user with training rows is kept."""
+    cat = np.asarray([c if isinstance(c, bytes) else str(c).encode("utf-8")
+                      for c in catalogue_ids] or [b""], "S")
+    order = np.argsort(cat, kind="stable")
+    at = np.minimum(np.searchsorted(cat[order], self.movie_ids), len(cat) - 1)
+    found = (cat[order][at] == self.movie_ids) & (len(catalogue_ids) > 0)
+    position = np.where(found, order[at], -1)    # per movie of self.movie_ids
+    u, m = np.divmod(self.codes, max(1, len(self.movie_ids)))
+    p = position[m]
+    u, p = u[p >= 0], p[p >= 0]
+    by_user = np.lexsort((p, u))
+    u, p = u[by_user], p[by_user]
+    offsets = np.concatenate(
+        [[0], np.cumsum(np.bincount(u, minlength=len(self.user_ids)))])
+    return assets.SeenTable(self.user_ids, offsets.astype(np.int64),
+                            p.astype(np.int32))
 
 
 # ---------------------------------------------------------------------------

@@ -20,12 +20,14 @@ lookup table inside the model; unknown ids keep what the request gives and
 the trained OOV user row.
 
 Tables beside the model, in `<serving_model_dir>/assets.extra/` (TF Serving
-keeps that folder with the model version), all JSON / JSON-lines, UTF-8:
+keeps that folder with the model version; names in common/assets.py),
+JSON / JSON-lines in UTF-8 except the seen table:
 * `catalogue.jsonl`: one line per catalogue movie, in index order:
   {"movie_id", "movie_title", "movie_genres": [int], "embedding": [float]}
   (the candidate embedding, as `candidate_embedding` computes it).
-* `seen.jsonl`: one line per training user: {"user_id", "movie_ids": [...]}
-  (movies rated in training, sorted by id).
+* `seen_users.npy`, `seen_offsets.npy`, `seen_movies.npy`: each training
+  user's rated movies as catalogue positions, memory-mappable (the layout is
+  common/assets.py's SeenTable).
 * `user_features.jsonl`: one line per training user: {"user_id",
   "transformed": {T_* name: value}, "raw": {raw name: value}} with the
   transformed user features the lookup table holds and the raw values that
@@ -46,15 +48,15 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tensorflow_transform as tft
 
+from common import assets
 from common import features as F
 from trainer_modules import model_parts
 
-ASSETS_EXTRA = "assets.extra"
-CATALOGUE_FILE = "catalogue.jsonl"
-SEEN_FILE = "seen.jsonl"
-USER_FEATURES_FILE = "user_features.jsonl"
-POPULARITY_FILE = "popularity.json"
-MANIFEST_FILE = "manifest.json"
+ASSETS_EXTRA = assets.ASSETS_EXTRA
+CATALOGUE_FILE = assets.CATALOGUE_FILE
+USER_FEATURES_FILE = assets.USER_FEATURES_FILE
+POPULARITY_FILE = assets.POPULARITY_FILE
+MANIFEST_FILE = assets.MANIFEST_FILE
 
 QUERY_RAW_FEATURES = F.QUERY_FEATURES
 # What a known user's request may leave out (model_parts.UserDefaults).
@@ -215,10 +217,8 @@ def write_assets(serving_model_dir: str, tft_output: tft.TFTransformOutput,
                           "movie_genres": [int(g) for g in genres],
                           "embedding": [round(float(x), 6) for x in emb]}) + "\n")
 
-  with tf.io.gfile.GFile(os.path.join(out_dir, SEEN_FILE), "w") as f:
-    for user, movies in stats["seen"].items():  # by user, movies sorted
-      f.write(json.dumps({"user_id": _text(user),
-                          "movie_ids": [_text(m) for m in movies]}) + "\n")
+  # Seen movies: retrieval.SeenPairs → the memory-mappable SeenTable.
+  stats["seen"].to_table(catalogue["movie_ids"]).write(out_dir, tf.io.gfile.GFile)
 
   table = stats["user_table"]
   vocabs = {name: _decode_vocab(tft_output, v)
@@ -246,7 +246,8 @@ def write_assets(serving_model_dir: str, tft_output: tft.TFTransformOutput,
                "counts": [int(c) for c in stats["popularity_counts"]]}, f)
 
   manifest = dict(manifest)
-  manifest.update({"files": {"catalogue": CATALOGUE_FILE, "seen": SEEN_FILE,
+  manifest.update({"files": {"catalogue": CATALOGUE_FILE,
+                             "seen": list(assets.SEEN_FILES),
                              "user_features": USER_FEATURES_FILE,
                              "popularity": POPULARITY_FILE},
                    "catalogue_size": len(catalogue["movie_ids"]),

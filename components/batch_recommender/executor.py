@@ -21,8 +21,8 @@ output holds a zero-row file with the schema and the artifact records
 `pushed` = 0 when there is nothing to push).
 
 Users, in this order, each once: the users known to the retrieval model
-(`assets.extra/seen.jsonl`, then any others of `user_features.jsonl`, see
-trainer_modules/retrieval_export.py), then the ids of `users_file` (one per
+(the seen table of `assets.extra/`, then any others of
+`user_features.jsonl`, see common/assets.py), then the ids of `users_file` (one per
 line; blank lines and known users skipped; an unknown id gets the
 cold-start answer). Memory is bounded in the number of users: rows are
 buffered for `chunk_users` users and written as one Parquet row group, and
@@ -31,6 +31,7 @@ an id repeated in `users_file` is written once per occurrence.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -48,6 +49,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from common import assets
 from serving import recommender as rec_lib
 
 # Keys (inputs, outputs, parameters).
@@ -153,12 +155,15 @@ def iter_users(retrieval_dir: str, users_file: str = ""
                ) -> Iterator[Tuple[str, bool]]:
   """(user_id, from users_file) for every user to recommend for (see above)."""
   known = set()
-  assets = os.path.join(retrieval_dir, rec_lib.ASSETS_EXTRA)
-  for name in (rec_lib.SEEN_FILE, rec_lib.USER_FEATURES_FILE):
-    for user in _jsonl_user_ids(os.path.join(assets, name)):
-      if user not in known:
-        known.add(user)
-        yield user, False
+  assets_dir = os.path.join(retrieval_dir, assets.ASSETS_EXTRA)
+  # Only the ids are needed: no catalogue to map a legacy table's movies.
+  seen = assets.SeenTable.load(assets_dir, catalogue_ids=[])
+  for user in itertools.chain(
+      seen.user_ids(),
+      _jsonl_user_ids(os.path.join(assets_dir, assets.USER_FEATURES_FILE))):
+    if user not in known:
+      known.add(user)
+      yield user, False
   if users_file:
     with fileio.open(users_file, "r") as f:
       for line in f:

@@ -6,7 +6,7 @@ serves with, built over this run's two exported models — for the two-stage
 top-k (retrieve n_candidates unseen movies → rank → k) and, over the
 retrieval model alone, for the retrieval order of the same n_candidates.
 So the candidate count, the seen-movie masking (the retrieval export's
-seen.jsonl) and the ordering are serving's by construction, not re-coded.
+seen table) and the ordering are serving's by construction, not re-coded.
 Most-popular and EASE (fitted on the training split; skipped with a reason
 above ease.MAX_ITEMS) are scored on the same users with the raw training
 split's movies masked (topk.top_k_from_scores). Relevance is binary: the
