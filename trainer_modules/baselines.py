@@ -11,27 +11,17 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from common import ids
+
 
 def rmse(pred, y) -> float:
   return float(np.sqrt(np.mean((np.asarray(pred, float) - np.asarray(y, float)) ** 2)))
 
 
-def _ids(values) -> np.ndarray:
-  """Ids as a numpy array that sorts and compares like the values (bytes
-  or str arrays stay; Python lists become fixed-width arrays)."""
-  a = np.asarray(values)
-  if a.dtype == object:  # e.g. bytes objects from tf: fixed-width bytes
-    a = a.astype("S") if len(a) and isinstance(a[0], bytes) else a.astype(str)
-  return a
-
-
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
-  """values[position of each query in the sorted keys], 0 where absent."""
-  if not len(keys):
-    return np.zeros(len(query))
-  pos = np.clip(np.searchsorted(keys, query), 0, len(keys) - 1)
-  found = keys[pos] == query
-  return np.where(found, values[pos], 0.0)
+  """values[position of each query in keys], 0 where absent."""
+  at = ids.positions(keys, query)
+  return np.where(at >= 0, values[np.maximum(at, 0)] if len(values) else 0.0, 0.0)
 
 
 def rating_baselines(train_users: Sequence, train_items: Sequence, train_y: Sequence[float],
@@ -45,8 +35,8 @@ def rating_baselines(train_users: Sequence, train_items: Sequence, train_y: Sequ
   """
   # Index form with numpy (ids sorted once): a few bytes per row, no Python
   # object per row, so it holds at tens of millions of ratings.
-  user_ids, u = np.unique(_ids(train_users), return_inverse=True)
-  item_ids, i = np.unique(_ids(train_items), return_inverse=True)
+  user_ids, u = np.unique(ids.as_ids(train_users), return_inverse=True)
+  item_ids, i = np.unique(ids.as_ids(train_items), return_inverse=True)
   y = np.asarray(train_y, float)
   mu = y.mean()
   bu, bi = np.zeros(len(user_ids)), np.zeros(len(item_ids))
@@ -55,8 +45,8 @@ def rating_baselines(train_users: Sequence, train_items: Sequence, train_y: Sequ
   for _ in range(sweeps):
     bi = np.bincount(i, y - mu - bu[u], minlength=len(item_ids)) / (reg_item + ni)
     bu = np.bincount(u, y - mu - bi[i], minlength=len(user_ids)) / (reg_user + nu)
-  tu = _lookup(user_ids, bu, _ids(test_users))
-  ti = _lookup(item_ids, bi, _ids(test_items))
+  tu = _lookup(user_ids, bu, ids.as_ids(test_users))
+  ti = _lookup(item_ids, bi, ids.as_ids(test_items))
   pred = np.clip(mu + tu + ti, y.min(), y.max())
   return {"global_mean": rmse(np.full(len(test_y), mu), test_y),
           "user_item_bias": rmse(pred, test_y),

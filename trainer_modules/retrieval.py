@@ -74,6 +74,7 @@ import tf_keras as keras
 
 from common import assets
 from common import features as F
+from common import ids
 from trainer_modules import model_parts
 from trainer_modules import optimizers
 from trainer_modules import retrieval_export
@@ -230,12 +231,7 @@ class SeenPairs:
     """The serving table (common/assets.py): movies as positions in
     `catalogue_ids` (the exported catalogue's order); movies outside it are
     left out, every user with training rows is kept."""
-    cat = np.asarray([c if isinstance(c, bytes) else str(c).encode("utf-8")
-                      for c in catalogue_ids] or [b""], "S")
-    order = np.argsort(cat, kind="stable")
-    at = np.minimum(np.searchsorted(cat[order], self.movie_ids), len(cat) - 1)
-    found = (cat[order][at] == self.movie_ids) & (len(catalogue_ids) > 0)
-    position = np.where(found, order[at], -1)    # per movie of self.movie_ids
+    position = ids.positions(catalogue_ids, self.movie_ids)  # per movie id
     u, m = np.divmod(self.codes, max(1, len(self.movie_ids)))
     p = position[m]
     u, p = u[p >= 0], p[p >= 0]

@@ -27,6 +27,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 from common import features as F
+from common import ids
 from components import blessing_stage
 from components.retrieval_evaluator import metrics as M
 
@@ -91,7 +92,8 @@ _ID_SPEC = {F.USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=b""),
 
 
 def read_ids(files: Sequence[str], batch_size: int = 8192, keep_first: bool = False):
-  """user_id and movie_id arrays of rating examples (+ first rows per user).
+  """user_id and movie_id arrays (fixed-width bytes, common/ids.py) of
+  rating examples (+ first rows per user).
 
   Parsed in batches with tf.io.parse_example; rows missing an id are dropped.
   With keep_first, also returns {user_id: serialized row} of each user's
@@ -100,8 +102,8 @@ def read_ids(files: Sequence[str], batch_size: int = 8192, keep_first: bool = Fa
   users, movies, first = [], [], {}
   for batch in _dataset(files).batch(batch_size):
     parsed = tf.io.parse_example(batch, _ID_SPEC)
-    u = parsed[F.USER_ID].numpy().astype(object)
-    m = parsed[F.MOVIE_ID].numpy().astype(object)
+    u = ids.as_ids(parsed[F.USER_ID].numpy())  # fixed-width bytes
+    m = ids.as_ids(parsed[F.MOVIE_ID].numpy())
     ok = (u != b"") & (m != b"")
     users.append(u[ok])
     movies.append(m[ok])
@@ -112,10 +114,11 @@ def read_ids(files: Sequence[str], batch_size: int = 8192, keep_first: bool = Fa
       _, at = np.unique(u[idx], return_index=True)  # each user's earliest row
       rec = batch.numpy()
       for i in idx[at]:
-        cur = first.get(u[i])
+        key = bytes(u[i])
+        cur = first.get(key)
         if cur is None or t[i] < cur[0]:
-          first[u[i]] = (t[i], rec[i])
-  cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, object)
+          first[key] = (t[i], rec[i])
+  cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, "S1")
   return cat(users), cat(movies), (
       {k: v[1] for k, v in first.items()} if keep_first else None)
 

@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from common import ids
+
 GROUPS = ("all", "warm_users", "cold_users", "cold_items")
 MISSING = -1  # item index of an eval movie that is not in the catalogue
 
@@ -69,32 +71,36 @@ def build_eval_data(eval_pairs: Sequence[tuple], train_pairs: Sequence[tuple],
 def build_eval_data_arrays(eval_users, eval_movies, train_users, train_movies,
                            catalogue_ids: Sequence,
                            eval_user_ids: Optional[Sequence] = None) -> tuple:
-  """build_eval_data on parallel id arrays (vectorised, for large splits)."""
-  import pandas as pd  # pylint: disable=g-import-not-at-top
-  eval_df = pd.DataFrame({"u": list(eval_users), "m": list(eval_movies)},
-                         dtype=object).drop_duplicates()
-  if eval_user_ids is None:
-    eval_user_ids = sorted(set(eval_df["u"]))
+  """build_eval_data on parallel id arrays (vectorised, for large splits:
+  ids as fixed-width bytes, common/ids.py; no Python object per row)."""
+  ev_u, ev_m = ids.as_ids(eval_users), ids.as_ids(eval_movies)
+  if eval_user_ids is None:  # sorted distinct eval users, as given
+    _, first = np.unique(ev_u, return_index=True)
+    eval_user_ids = [eval_users[i] for i in first]
   eval_user_ids = list(eval_user_ids)
-  users = pd.Index(eval_user_ids, dtype=object)
-  items = pd.Index(list(catalogue_ids), dtype=object)
-  if not users.is_unique or not items.is_unique:
-    raise ValueError("eval_user_ids and catalogue_ids must be unique")
+  users, items = ids.as_ids(eval_user_ids), ids.as_ids(catalogue_ids)
+  ids.require_distinct(users, "eval_user_ids")
+  ids.require_distinct(items, "catalogue_ids")
   n = len(items)
-  pu = users.get_indexer(eval_df["u"].to_numpy())
-  pi = items.get_indexer(eval_df["m"].to_numpy())
+
+  # Distinct eval (user, movie) pairs by raw ids (two different movies
+  # missing from the catalogue stay two misses).
+  pu = ids.positions(users, ev_u)
+  movie_ids, mi = np.unique(ev_m, return_inverse=True)
   keep = pu >= 0
-  pu, pi = pu[keep], pi[keep]  # pi is -1 (MISSING) for non-catalogue movies
+  codes = np.unique(pu[keep] * max(len(movie_ids), 1) + mi[keep])
+  pu, mi = np.divmod(codes, max(len(movie_ids), 1))
+  pi = ids.positions(items, movie_ids)[mi]  # -1 (MISSING): not in the catalogue
   order = np.lexsort((pi, pu))
   pu, pi = pu[order], pi[order]
 
-  tu = users.get_indexer(np.asarray(list(train_users), dtype=object))
-  ti = items.get_indexer(np.asarray(list(train_movies), dtype=object))
+  tu = ids.positions(users, train_users)
+  ti = ids.positions(items, train_movies)
   item_count = np.bincount(ti[ti >= 0], minlength=n).astype(np.int64)
   user_has_train = np.zeros(len(users), dtype=bool)
   user_has_train[tu[tu >= 0]] = True
   both = (tu >= 0) & (ti >= 0)
-  codes = np.unique(tu[both].astype(np.int64) * max(n, 1) + ti[both])
+  codes = np.unique(tu[both] * max(n, 1) + ti[both])
   data = EvalData(
       num_users=len(users), num_items=n, pair_user=pu, pair_item=pi,
       seen_user=codes // max(n, 1), seen_item=codes % max(n, 1),
