@@ -324,10 +324,11 @@ RANKING_SIGNATURES = {"serving_default"}
 # Planted data the local e2e test blesses both models on (tests/
 # test_pipeline_e2e.py), and its trainer settings.
 DATA = {"num_users": 120, "num_movies": 360, "ratings_per_user": 30}
-RANKING_CONFIG = {"batch_size": 32, "learning_rate": 0.003, "epochs": 10}
+RANKING_CONFIG = synthetic_data.E2E_RANKING_CONFIG
+RETRIEVAL_CONFIG = synthetic_data.E2E_RETRIEVAL_CONFIG
 # A much worse retraining: untrained models (warm start off, it would
 # restore the blessed weights).
-WORSE = {"retrieval": {"epochs": 0, "warm_start": False},
+WORSE = {"retrieval": dict(RETRIEVAL_CONFIG, epochs=0, warm_start=False),
          "ranking": dict(RANKING_CONFIG, epochs=0, warm_start=False)}
 
 
@@ -364,7 +365,8 @@ def two_runs(tmp_path_factory):
   data = str(tmp / "ml-100k")
   synthetic_data.write_ml100k(data, **DATA)
   root = str(tmp / "root")
-  good = _compile(tmp, data, root, "good.yaml", ranking=RANKING_CONFIG)
+  good = _compile(tmp, data, root, "good.yaml", retrieval=RETRIEVAL_CONFIG,
+                  ranking=RANKING_CONFIG)
   worse = _compile(tmp, data, root, "worse.yaml", **WORSE)
   serving = os.path.join(root, "serving")
   t0 = time.time()

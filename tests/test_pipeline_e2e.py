@@ -95,9 +95,11 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   synthetic_data.write_ml100k(data, num_users=120, num_movies=360,
                               ratings_per_user=30)
   out = str(tmp_path / "out")
-  # Small data: small ranking batches, more epochs (defaults suit ml-100k).
-  assert _run("--data", data, "--output-dir", out, "--ranking-config",
-              '{"batch_size": 32, "learning_rate": 0.003, "epochs": 10}') == 0
+  # Small data: trainer settings of synthetic_data (defaults suit ml-100k).
+  assert _run("--data", data, "--output-dir", out,
+              "--ranking-config", json.dumps(synthetic_data.E2E_RANKING_CONFIG),
+              "--retrieval-config",
+              json.dumps(synthetic_data.E2E_RETRIEVAL_CONFIG)) == 0
   first = capsys.readouterr().out
   serving = os.path.join(out, "serving")
   retrieval_versions = _versions(os.path.join(serving, "retrieval"))
@@ -133,9 +135,10 @@ def test_full_pipeline_trains_blesses_and_pushes_both_models(
   # nothing pushed, the served versions stay.
   assert _run("--data", data, "--output-dir", out, "--force",
               "--retrieval-epochs", "0", "--ranking-epochs", "0",
-              "--retrieval-config", '{"warm_start": false}',
-              "--ranking-config", '{"batch_size": 32, "learning_rate": 0.003, '
-              '"epochs": 10, "warm_start": false}') == 0
+              "--retrieval-config", json.dumps(dict(
+                  synthetic_data.E2E_RETRIEVAL_CONFIG, epochs=0, warm_start=False)),
+              "--ranking-config", json.dumps(
+                  dict(synthetic_data.E2E_RANKING_CONFIG, warm_start=False))) == 0
   second = capsys.readouterr().out
   assert "blessed: no" in second
   assert "Batch recommendations: none (no model was pushed in this run" in second
