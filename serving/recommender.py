@@ -250,7 +250,6 @@ class _Models:
     self.titles = titles
     self.genres = genres
     self.candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
-    self.index_of = {m: i for i, m in enumerate(ids)}
     # Memory-mapped: nothing is read until a request needs a user's row.
     self.seen = assets.SeenTable.load(assets_dir, catalogue_ids=ids)
     self.user_raw: Dict[str, Dict[str, Any]] = {}

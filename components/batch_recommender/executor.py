@@ -22,8 +22,8 @@ output holds a zero-row file with the schema and the artifact records
 
 Users, in this order, each once: the users known to the retrieval model
 (the seen table of `assets.extra/`, then any others of
-`user_features.jsonl`, see common/assets.py), then the ids of `users_file` (one per
-line; blank lines and known users skipped; an unknown id gets the
+`user_features.jsonl`, see common/assets.py), then the ids of `users_file`
+(one per line; blank lines and known users skipped; an unknown id gets the
 cold-start answer). Memory is bounded in the number of users: rows are
 buffered for `chunk_users` users and written as one Parquet row group, and
 only the known ids (which the loaded model holds anyway) are remembered, so
