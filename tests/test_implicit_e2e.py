@@ -38,7 +38,8 @@ def test_implicit_data_trains_evaluates_and_pushes_both_stages(
   out = str(tmp_path / "out")
   assert local_runner.main([
       "--data-config", config, "--output-dir", out, "--no-batch-recommendations",
-      "--ranking-config", '{"batch_size": 32, "learning_rate": 0.003, "epochs": 10}'
+      "--ranking-config", json.dumps(synthetic_data.E2E_RANKING_CONFIG),
+      "--retrieval-config", json.dumps(synthetic_data.E2E_RETRIEVAL_CONFIG),
   ]) == 0
   printed = capsys.readouterr().out
   root = os.path.join(out, "tfx")

@@ -15,6 +15,7 @@ TF_USE_LEGACY_KERAS=1 (the SDK workers import the stack), on free ports of
 127.0.0.1, and are stopped by their process ids, also when the run fails.
 """
 import glob
+import json
 import os
 import signal
 import socket
@@ -110,8 +111,9 @@ def test_pipeline_runs_on_the_portable_runner(tmp_path, restore_logging,
     code = local_runner.main([
         "--data", data, "--output-dir", out, "--beam-args", beam,
         "--no-batch-recommendations",
-        "--ranking-config",
-        '{"batch_size": 32, "learning_rate": 0.003, "epochs": 10}'])
+        "--ranking-config", json.dumps(synthetic_data.E2E_RANKING_CONFIG),
+        "--retrieval-config",
+        json.dumps(synthetic_data.E2E_RETRIEVAL_CONFIG)])
     printed = capsys.readouterr().out
     assert code == 0, printed
   finally:
