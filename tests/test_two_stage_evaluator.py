@@ -325,3 +325,27 @@ def test_no_rating_without_predictions_output(world):
   tf.saved_model.save(module, os.path.join(art.uri, "Format-Serving"),
                       signatures={"serving_default": module.serve})
   assert ex.predict_ratings(os.path.join(art.uri, "Format-Serving"), [b""], 8) is None
+
+
+def test_problem_indexes_rows_without_per_row_python_objects():
+  """Relevance, training matrix and rows from id arrays (bytes or str)."""
+  p = ex._Problem(
+      [b"m1", b"m22", b"m3"],
+      np.array([b"u1", b"u1", b"u22", b"u3"], "S"),
+      np.array([b"m1", b"m9", b"m3", b"m22"], "S"),  # m9: not in the catalogue
+      np.array(["u22", "u1", "u22", "u5"], object),  # str ids match bytes ones
+      np.array(["m22", "m3", "mX", "m1"], object), max_users=None)
+  assert p.users == [b"u1", b"u22", b"u5"] and p.num_eval_users == 3
+  # mX is outside the catalogue: an index ≥ 3 that no list can hit.
+  assert p.relevant == [{2}, {1, 3}, {0}] and p.missing_movies == 1
+  # Rows: every training user and each eval user (u5 has no training row).
+  np.testing.assert_array_equal(
+      p.train.toarray(), [[1, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(p.user_rows, [0, 1, 3])
+  assert p.index_of[b"m22"] == 1
+  capped = ex._Problem([b"m1"], np.array([b"u1"]), np.array([b"m1"]),
+                       np.array([b"u2", b"u1"]), np.array([b"m1", b"m1"]), max_users=1)
+  assert capped.users == [b"u1"] and capped.num_eval_users == 2
+  with pytest.raises(ValueError, match="distinct"):
+    ex._Problem([b"m1", b"m1"], np.array([b"u1"]), np.array([b"m1"]),
+                np.array([b"u1"]), np.array([b"m1"]), None)

@@ -40,6 +40,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 from common import features as F
+from common import ids
 from components import blessing_stage
 from components.retrieval_evaluator.executor import _dataset
 from components.retrieval_evaluator.executor import _read_records
@@ -103,21 +104,27 @@ def local_copy(path: str, local: str) -> str:
   return local
 
 
-def read_rated(files: Sequence[str], batch_size: int = 8192):
-  """(serialized, user_ids, movie_ids, ratings) of rows with both ids;
-  ratings are NaN where a row has no user_rating."""
+def read_rated(files: Sequence[str], batch_size: int = 8192,
+               keep_records: bool = True):
+  """(serialized, user_ids, movie_ids, ratings) of rows with both ids.
+
+  Ids are `S` arrays (common/ids.py: a few bytes per row, not a Python
+  object); ratings are NaN where a row has no user_rating; `serialized` (the
+  rows, for rating predictions) is empty unless `keep_records`.
+  """
   recs, users, movies, ratings = [], [], [], []
   for batch in _dataset(files).batch(batch_size):
     parsed = tf.io.parse_example(batch, _RATING_SPEC)
-    u = parsed[F.USER_ID].numpy().astype(object)
-    m = parsed[F.MOVIE_ID].numpy().astype(object)
+    u = parsed[F.USER_ID].numpy().astype("S")
+    m = parsed[F.MOVIE_ID].numpy().astype("S")
     ok = (u != b"") & (m != b"")
-    recs.extend(batch.numpy()[ok])
+    if keep_records:
+      recs.extend(batch.numpy()[ok])
     users.append(u[ok])
     movies.append(m[ok])
     ratings.append(parsed[F.USER_RATING].numpy()[ok])
   cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)
-  return recs, cat(users, object), cat(movies, object), cat(ratings, np.float32)
+  return recs, cat(users, "S1"), cat(movies, "S1"), cat(ratings, np.float32)
 
 
 def predict_ratings(model_dir: str, serialized: Sequence[bytes],
@@ -162,35 +169,45 @@ def rating_quality(model_dir: str, train, eval_, batch_size: int
 
 
 class _Problem:
-  """Users, catalogue indices, relevance and training rows in index form."""
+  """Users, catalogue indices, relevance and training rows in index form.
+
+  Vectorised over rows (common/ids.py): at tens of millions of training rows
+  a dict lookup per row costs minutes and a Python object per id gigabytes.
+  """
 
   def __init__(self, cat_ids: Sequence[bytes], tr_u, tr_m, ev_u, ev_m,
                max_users: Optional[int]):
-    self.cat_ids = list(cat_ids)
-    self.n_items = len(self.cat_ids)
-    self.index_of = {m: i for i, m in enumerate(self.cat_ids)}
-    missing: Dict[bytes, int] = {}  # eval movies outside the catalogue → ≥ N
-    rel: Dict[bytes, set] = {}
-    for u, m in zip(ev_u, ev_m):
-      i = self.index_of.get(m)
-      if i is None:
-        i = missing.setdefault(m, self.n_items + len(missing))
-      rel.setdefault(u, set()).add(i)
+    cat = ids.as_ids(cat_ids)
+    ids.require_distinct(cat, "catalogue movie ids")
+    self.cat_ids = cat.tolist()
+    self.n_items = len(cat)
+    self.index_of = {m: i for i, m in enumerate(self.cat_ids)}  # per movie
+    ev_u, ev_m = ids.as_ids(ev_u), ids.as_ids(ev_m)
+    ev_i = ids.positions(cat, ev_m)
+    # Eval movies outside the catalogue: distinct indices ≥ N (never hit).
+    outside = ev_i < 0
+    missing, inverse = np.unique(ev_m[outside], return_inverse=True)
+    ev_i[outside] = self.n_items + inverse
     self.missing_movies = len(missing)
-    users = sorted(rel)
+    users = np.unique(ev_u)
     self.num_eval_users = len(users)
     if max_users is not None and len(users) > max_users:
       users = users[:int(max_users)]
-    self.users = users
-    self.relevant = [rel[u] for u in users]
+    self.users = users.tolist()
+    order = np.argsort(ev_u, kind="stable")
+    sorted_u = ev_u[order]
+    lo = np.searchsorted(sorted_u, users, side="left")
+    hi = np.searchsorted(sorted_u, users, side="right")
+    self.relevant = [set(ev_i[order[a:b]].tolist()) for a, b in zip(lo, hi)]
     # Training rows: every training user (EASE fit) and the eval users' rows.
-    train_users = sorted(set(tr_u) | set(users))
-    row_of = {u: r for r, u in enumerate(train_users)}
-    known = np.array([m in self.index_of for m in tr_m], dtype=bool)
+    tr_u, tr_m = ids.as_ids(tr_u), ids.as_ids(tr_m)
+    train_users = np.union1d(np.unique(tr_u), users)
+    tr_i = ids.positions(cat, tr_m)
+    known = tr_i >= 0
     self.train = topk.user_item_matrix(
-        [row_of[u] for u in tr_u[known]], [self.index_of[m] for m in tr_m[known]],
+        np.searchsorted(train_users, tr_u[known]), tr_i[known],
         len(train_users), self.n_items)
-    self.user_rows = np.array([row_of[u] for u in users], dtype=np.int64)
+    self.user_rows = np.searchsorted(train_users, users).astype(np.int64)
 
 
 def _row_metrics(ranked: List[List[int]], relevant, k: int,
@@ -334,7 +351,8 @@ class Executor(evaluator_executor.Executor):
                       if rating_blessings else None)
 
     t0 = time.time()
-    train = read_rated(_split_files(examples, props[TRAIN_SPLIT_KEY]))
+    train = read_rated(_split_files(examples, props[TRAIN_SPLIT_KEY]),
+                       keep_records=False)
     eval_ = read_rated(_split_files(examples, props[EVAL_SPLIT_KEY]))
     cat_ids, _ = read_catalogue(_read_records(
         _split_files(catalogue, props[CATALOGUE_SPLIT_KEY])))
