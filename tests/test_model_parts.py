@@ -1,4 +1,6 @@
 """Shared model parts: user histories, the user table and request defaults."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,3 +76,38 @@ def test_item_item_scores_are_mean_weights_over_the_history():
                              [[3., 4., 5.], [0., 0., 0.], [3., 4., 5.]])
   np.testing.assert_allclose(
       layer.scores(hist, tf.constant([1, 0, 2])).numpy(), [4., 0., 5.])
+
+
+def _graph_functions(path):
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  sm = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    sm.ParseFromString(f.read())
+  return len(sm.meta_graphs[0].graph_def.library.function)
+
+
+def test_save_signatures_serves_without_keras_call_traces(tmp_path):
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  module = tf.Module()
+  module.model = keras.Sequential([
+      keras.layers.Dense(4, kernel_initializer="ones"),
+      keras.layers.Dense(1, kernel_initializer="ones")])
+  module.model(tf.ones([1, 3]))
+  module.serve = tf.function(lambda x: {"y": module.model(x)},
+                             input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+  sig = {"serving_default": module.serve.get_concrete_function()}
+  traced, lean = str(tmp_path / "traced"), str(tmp_path / "lean")
+  tf.saved_model.save(module, traced, signatures=sig)
+  model_parts.save_signatures(module, lean, sig)
+  for path in (traced, lean):
+    out = tf.saved_model.load(path).signatures["serving_default"](x=tf.ones([1, 3]))
+    np.testing.assert_allclose(out["y"].numpy(), [[12.0]])
+  # Keras's traces of each layer's call are only in the default save.
+  assert _graph_functions(lean) < _graph_functions(traced)
+
+
+def test_datasets_run_without_the_autotune_model():
+  ds = model_parts.without_autotune_model(tf.data.Dataset.range(5).map(
+      lambda x: x * 2, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+  assert ds.options().autotune.enabled is False
+  assert list(ds.as_numpy_iterator()) == [0, 2, 4, 6, 8]

@@ -74,7 +74,7 @@ def make_dataset(file_patterns: Sequence[str],
     files.extend(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f"No transformed examples match {list(file_patterns)}")
-  return tf.data.experimental.make_batched_features_dataset(
+  return without_autotune_model(tf.data.experimental.make_batched_features_dataset(
       file_pattern=sorted(files),
       batch_size=batch_size,
       features=tft_output.transformed_feature_spec(),
@@ -84,7 +84,38 @@ def make_dataset(file_patterns: Sequence[str],
       shuffle_seed=seed,
       shuffle_buffer_size=10_000,
       prefetch_buffer_size=tf.data.AUTOTUNE,
-      drop_final_batch=False)
+      drop_final_batch=False))
+
+
+def save_signatures(module: tf.Module, export_dir: str,
+                    signatures: Mapping[str, object]) -> None:
+  """tf.saved_model.save without Keras's per-layer call traces.
+
+  Why: the exports are used through their signatures only (serving/, TFMA's
+  TF_GENERIC model type, TF Serving); nothing loads them back as Keras
+  models (warm starts read warm_start/). The traces Keras adds for
+  keras.models.load_model took 12 of the ranking export's 15 s on ml-100k.
+  (tf_keras's `model.save(save_traces=False)` scope, for a tf.Module.)
+  """
+  from tf_keras.src.saving.legacy.saved_model import utils as keras_saving  # pylint: disable=g-import-not-at-top
+  with keras_saving.keras_option_scope(save_traces=False):
+    tf.saved_model.save(module, export_dir, signatures=dict(signatures))
+
+
+def without_autotune_model(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """`ds` without tf.data's autotuning model (options.autotune.enabled).
+
+  Why: deleting an iterator waits for the model's optimisation thread to
+  finish its current pass (RootDataset::Iterator's destructor), and on these
+  small pipelines that pass intermittently took ~40 s: about one ranking
+  trainer run in three stalled that long when Keras dropped its iterator at
+  the end of fit(). AUTOTUNE values keep their static defaults (parallel
+  calls = cores; prefetch buffers still grow by the legacy prefetch tuner),
+  which is what autotuning chose on 2 cores anyway.
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return ds.with_options(options)
 
 
 class _Encoder(keras.layers.Layer):

@@ -553,10 +553,10 @@ def export(model: RankingModel, tft_output: tft.TFTransformOutput,
   """Saves `model` with the serving_default and transform_features signatures."""
   module = ExportModule(model, tft_output, rating_min, rating_max, user_table)
   t0 = time.time()
-  tf.saved_model.save(
+  model_parts.save_signatures(
       module, serving_model_dir,
-      signatures={SERVING_SIGNATURE: module.serve.get_concrete_function(),
-                  TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function()})
+      {SERVING_SIGNATURE: module.serve.get_concrete_function(),
+       TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function()})
   logging.info("Exported the ranking model to %s in %.1fs", serving_model_dir,
                time.time() - t0)
 

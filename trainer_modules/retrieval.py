@@ -543,7 +543,7 @@ def train_dataset(files: List[str], tft_output: tft.TFTransformOutput,
   ds = ds.map(lambda s: tf.io.parse_example(s, spec),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.prefetch(tf.data.AUTOTUNE)
+  return model_parts.without_autotune_model(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def _files(patterns: List[str]) -> List[str]:
@@ -661,7 +661,7 @@ def export_model(serving_model_dir: str, tft_output: tft.TFTransformOutput,
       stats["user_table"], top_k=int(cfg["top_k"]))
   embeddings = retrieval_export.embed_catalogue(export, catalogue["serialized"])
   export.build_index(catalogue["movie_ids"], catalogue["movie_titles"], embeddings)
-  tf.saved_model.save(export, serving_model_dir, signatures=export.signatures())
+  model_parts.save_signatures(export, serving_model_dir, export.signatures())
   manifest = {"top_k": export.index._k,  # pylint: disable=protected-access
               "embedding_dim": int(embeddings.shape[1]),
               "config": {k: v for k, v in cfg.items()
