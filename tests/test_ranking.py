@@ -310,6 +310,8 @@ def test_evaluator_blesses_trained_model_and_pusher_pushes(
                                           trained["model_uri"], config)
   rmse, result = _overall_rmse(evaluation)
   assert rmse < 1.0
+  [overall] = [m[""][""] for k, m in result.slicing_metrics if not k]
+  assert 0 < overall[ranking_eval.MAE_METRIC]["doubleValue"] <= rmse  # tf_keras MAE
   # Sliced by every slice feature of the data.
   sliced = {k[0][0] for k, _ in result.slicing_metrics if k}
   assert sliced == set(ranking_eval.DEFAULT_SLICES), sliced
