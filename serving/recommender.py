@@ -430,8 +430,12 @@ class Recommender:
 
   # -- recommendations -------------------------------------------------------
   def recommend(self, user_id, k: int = 10, n_candidates: int = 100,
-                features: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                features: Optional[Mapping[str, Any]] = None,
+                rank: bool = True) -> Dict[str, Any]:
     """Top-k unseen movies for `user_id` (see the module docstring).
+
+    rank=False returns the retrieval order even with a ranking model (what
+    the TwoStageEvaluator compares the two-stage list with, from one load).
 
     Raises ValueError for bad arguments (k ≤ 0, k > 1000 or > catalogue,
     unknown / ill-typed features).
@@ -478,7 +482,7 @@ class Recommender:
 
     # 2. Ranking.
     predicted = rank_score = ranking_rank = item_item = item_item_rank = None
-    if m.rank_fn is not None and len(top):
+    if rank and m.rank_fn is not None and len(top):
       user_row = dict(m.user_raw.get(user_id, {}))
       user_row.update(given)
       user_row[F.USER_ID] = user_id

@@ -245,6 +245,7 @@ def test_versions_reload_pin_incomplete_and_no_ranking(models, tmp_path):
   assert not res["ranked"] and "retrieval order" in res["message"]
   scores = [it["score"] for it in res["items"]]
   assert scores == sorted(scores, reverse=True) and len(scores) == 5
+  retrieval_order = [it["movie_id"] for it in res["items"]]
   # New versions are picked up without a restart; incomplete ones are not.
   _push(models, serving_dir, "ranking", 1)
   _push(models, serving_dir, "retrieval", 2)
@@ -253,6 +254,12 @@ def test_versions_reload_pin_incomplete_and_no_ranking(models, tmp_path):
   _push(models, serving_dir, "ranking", 4, complete=False)
   res = rec.recommend("1", k=5)
   assert res["model_versions"] == {"retrieval": 2, "ranking": 1} and res["ranked"]
+  # rank=False: the retrieval order despite the ranking model (v2 holds the
+  # same retrieval model as v1).
+  unranked = rec.recommend("1", k=5, rank=False)
+  assert not unranked["ranked"] and unranked["message"] is None
+  assert [it["movie_id"] for it in unranked["items"]] == retrieval_order
+  assert all(it["predicted_rating"] is None for it in unranked["items"])
   # A pinned version is honoured while newer ones exist.
   pinned = rec_lib.Recommender(str(serving_dir), version=1, check_interval=0)
   assert pinned.recommend("1", k=3)["model_versions"] == {"retrieval": 1, "ranking": 1}

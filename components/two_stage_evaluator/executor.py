@@ -237,8 +237,7 @@ def serving_lists(retrieval_dir: str, ranking_dir: str, problem: _Problem, k: in
                   n_candidates: int, progress_every: int):
   """Two-stage top-k and retrieval-only top-n_candidates via Recommender."""
   two_stage = Recommender.from_model_dirs(retrieval_dir, ranking_dir)
-  retrieval = Recommender.from_model_dirs(retrieval_dir, None)
-  depth = min(n_candidates, retrieval.catalogue_size, MAX_K)
+  depth = min(n_candidates, two_stage.catalogue_size, MAX_K)
   k = min(k, depth)
   ts_lists, rt_lists, unranked = [], [], 0
   t0 = time.time()
@@ -248,7 +247,7 @@ def serving_lists(retrieval_dir: str, ranking_dir: str, problem: _Problem, k: in
     unranked += not res["ranked"]
     ts_lists.append([problem.index_of.get(it["movie_id"].encode(), -1)
                      for it in res["items"]])
-    res = retrieval.recommend(uid, k=depth, n_candidates=depth)
+    res = two_stage.recommend(uid, k=depth, n_candidates=depth, rank=False)
     rt_lists.append([problem.index_of.get(it["movie_id"].encode(), -1)
                      for it in res["items"]])
     if progress_every and (n % progress_every == 0 or n == len(problem.users)):
