@@ -23,6 +23,13 @@ of cost against N per component: the log-log slope of wall and CPU time
 that at the smallest. A table is printed. `--label smoke` marks a run at
 tiny N that only checks this script, not a scale result.
 
+With `--data DIR` (a MovieLens folder, e.g. the real ml-100k) the main job
+runs `--repeats` times on that folder instead (default
+benchmarks/results/main_job_<folder>.json): the job's wall time on real data,
+with its spread, rather than a single run.
+
+    nice -n 15 .venv/bin/python -m benchmarks.scale --data ../shared/datasets/ml-100k --repeats 3
+
 Data and outputs go to --work-dir (outside the repository by default); each
 run's console output is kept there as run-<N>.log.
 """
@@ -208,6 +215,30 @@ def run_pipeline(data_dir: str, output_dir: str, log_path: str,
   }
 
 
+def describe_data(data_dir: str) -> Dict:
+  """Ratings, users and movies of a MovieLens folder (u.data, ratings.dat
+  or ratings.csv), counted from its ratings file."""
+  for name, sep, header in (("u.data", "\t", False), ("ratings.dat", "::", False),
+                            ("ratings.csv", ",", True)):
+    path = os.path.join(data_dir, name)
+    if os.path.exists(path):
+      break
+  else:
+    raise FileNotFoundError(f"{data_dir} has no u.data, ratings.dat or ratings.csv")
+  users, movies, n = set(), set(), 0
+  with open(path, encoding="latin-1") as f:
+    if header:
+      next(f, None)
+    for line in f:
+      parts = line.rstrip("\n").split(sep)
+      if len(parts) >= 2:
+        users.add(parts[0])
+        movies.add(parts[1])
+        n += 1
+  return {"ratings": n, "users": len(users), "movies": len(movies),
+          "data_dir": os.path.abspath(data_dir), "ratings_file": name}
+
+
 # -- the fit ------------------------------------------------------------------
 def loglog_slope(ns: List[float], costs: List[float]) -> Optional[float]:
   """Least-squares slope of log(cost) on log(N); None below two points."""
@@ -264,7 +295,8 @@ def table(runs: List[Dict], slopes: Dict[str, Dict]) -> str:
   names: List[str] = []
   for r in runs:
     names += [n for n in r["pipeline"]["components"] if n not in names]
-  head = ["component"] + [f"{n:,}" for n in ns] + ["slope wall/cpu"]
+  head = ["component"] + [r.get("name") or f"{n:,}" for r, n in zip(runs, ns)] + [
+      "slope wall/cpu"]
   rows = [head]
   gb = lambda b: f"{b / 2**30:.2f}"
   for name in names + ["whole run"]:
@@ -313,7 +345,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                       "tiny N")
   p.add_argument("--keep-outputs", action="store_true",
                  help="keep each run's pipeline output folder")
+  p.add_argument("--data", default=None,
+                 help="run on this MovieLens folder (e.g. ../shared/datasets/"
+                      "ml-100k) instead of generated data")
+  p.add_argument("--repeats", type=int, default=3, help="runs on --data")
   args = p.parse_args(argv)
+  if args.data:
+    return main_on_data(args)
   ns = [int(float(x)) for x in args.ratings.split(",") if x.strip()]
   os.makedirs(args.work_dir, exist_ok=True)
   result = {
@@ -355,6 +393,56 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(table(result["runs"], result["fit"]))
   print(f"\nWrote {args.out}")
   return 0 if all(r["pipeline"]["exit_code"] == 0 for r in result["runs"]) else 1
+
+
+def main_on_data(args) -> int:
+  """`--repeats` runs of the main job on one folder; mean and spread."""
+  data = describe_data(args.data)
+  folder = os.path.basename(os.path.normpath(args.data))
+  out = args.out if args.out != DEFAULT_OUT else os.path.join(
+      REPO, "benchmarks", "results", f"main_job_{folder}.json")
+  os.makedirs(args.work_dir, exist_ok=True)
+  extra = args.runner_args.split() if args.runner_args else []
+  result = {
+      "benchmark": "benchmarks/scale.py --data", "label": f"main_job_{folder}",
+      "note": (f"the main job (local_runner.py --data <{folder}>, default "
+               "settings unless runner_args, a fresh output folder and "
+               "--force each run), repeated"),
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      "machine": _machine(), "runner_args": args.runner_args,
+      "data": {k: data[k] for k in ("ratings", "users", "movies", "ratings_file")},
+      "runs": []}
+  for i in range(args.repeats):
+    print(f"== run {i + 1}/{args.repeats} on {data['data_dir']} "
+          f"({data['ratings']:,} ratings)", flush=True)
+    out_dir = os.path.join(args.work_dir, f"out-{folder}")
+    run = run_pipeline(data["data_dir"], out_dir,
+                       os.path.join(args.work_dir, f"run-{folder}-{i + 1}.log"), extra)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    print(f"   exit {run['exit_code']}, {run['wall_seconds']:.0f} s wall, "
+          f"{run['cpu_seconds']:.0f} s CPU", flush=True)
+    result["runs"].append({"name": f"run {i + 1}", "ratings": data["ratings"],
+                           "users": data["users"], "movies": data["movies"],
+                           "pipeline": run})
+  walls = [r["pipeline"]["wall_seconds"] for r in result["runs"]
+           if r["pipeline"]["exit_code"] == 0]
+  if walls:
+    mean = sum(walls) / len(walls)
+    result["wall_seconds"] = {
+        "mean": round(mean, 1), "min": min(walls), "max": max(walls),
+        "std": round(math.sqrt(sum((w - mean) ** 2 for w in walls) / len(walls)), 1)}
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+  print()
+  print(table(result["runs"], {}))
+  if walls:
+    w = result["wall_seconds"]
+    print(f"\nwhole run: {w['mean']:.0f} s mean ({w['min']:.0f}-{w['max']:.0f} s) "
+          f"over {len(walls)} runs")
+  print(f"Wrote {out}")
+  return 0 if len(walls) == len(result["runs"]) else 1
 
 
 if __name__ == "__main__":

@@ -121,3 +121,18 @@ def test_deterministic_by_seed(generated, tmp_path):
 def test_impossible_sizes_are_refused(tmp_path):
   with pytest.raises(ValueError, match="cannot be spread"):
     synth.generate(1_000, str(tmp_path), users=100)
+
+
+def test_scale_benchmark_describes_a_data_folder(generated, tmp_path):
+  """benchmarks/scale.py --data counts what the folder holds (csv and u.data)."""
+  from benchmarks import scale  # pylint: disable=g-import-not-at-top
+  out, summary, r = generated
+  d = scale.describe_data(out)
+  assert (d["ratings"], d["ratings_file"]) == (N, "ratings.csv")
+  assert d["users"] == len(np.unique(r[:, 0])) and d["movies"] == len(np.unique(r[:, 1]))
+  (tmp_path / "u.data").write_text("1\t10\t5\t881250949\n2\t10\t3\t891717742\n"
+                                   "1\t20\t4\t878887116\n")
+  assert {k: scale.describe_data(str(tmp_path))[k] for k in ("ratings", "users", "movies")
+          } == {"ratings": 3, "users": 2, "movies": 2}
+  with pytest.raises(FileNotFoundError, match="no u.data"):
+    scale.describe_data(str(tmp_path / "missing"))
