@@ -173,9 +173,14 @@ def test_ranking_search_and_best_values_reach_the_trainer(tiny_transformed,
                    trainer_executor.GenericExecutor(),
                    "trainer_modules.ranking.run_fn", RANKING_CONFIG,
                    search["best_artifact"], catalogue=False)
-  loaded = tf.saved_model.load(serving)
-  widths = {v.shape[-1] for v in loaded.model.user_encoder.variables
-            if "embedding" in v.name and v.shape.rank == 2}
+  # The exported variables, by checkpoint name (the export has no Keras
+  # metadata: model_parts.save_signatures).
+  shapes = tf.train.load_checkpoint(
+      os.path.join(serving, "variables", "variables")).get_variable_to_shape_map()
+  widths = {shape[-1] for name, shape in shapes.items()
+            if name.startswith("model/user_encoder/") and "embeddings" in name
+            and "OPTIMIZER" not in name and len(shape) == 2}
+  assert widths
   # The id embeddings have the tuned width, not custom_config's 16.
   assert values["embedding_dim"] in widths
   assert RANKING_CONFIG["embedding_dim"] not in widths
