@@ -109,9 +109,9 @@ def without_autotune_model(ds: tf.data.Dataset) -> tf.data.Dataset:
   finish its current pass (RootDataset::Iterator's destructor), and on these
   small pipelines that pass intermittently took ~40 s: about one ranking
   trainer run in three stalled that long when Keras dropped its iterator at
-  the end of fit(). AUTOTUNE values keep their static defaults (parallel
-  calls = cores; prefetch buffers still grow by the legacy prefetch tuner),
-  which is what autotuning chose on 2 cores anyway.
+  the end of fit(). AUTOTUNE values then keep tf.data's static defaults;
+  measured on ml-100k, 2 cores: no stall in 4 of 4 ranking runs (1 in 3
+  before) and epochs no slower (6.4-7.5 s against 7-8 s).
   """
   options = tf.data.Options()
   options.autotune.enabled = False
