@@ -20,8 +20,9 @@ recommend(user_id, k, n_candidates, features):
    `predictions` the predicted rating shown with each item;
    A ranking model of a catalogue up to ~10k movies also returns
    `item_item_scores`, EASE's item-item score of the user's history;
-3. the final order fuses the retrieval order, the ranking order and the
-   item-item order (weighted reciprocal rank fusion, `fuse_ranks`) and the k
+3. the final order fuses the retrieval order, the ranking order, the
+   item-item order and the predicted-rating order (weighted reciprocal rank
+   fusion, `fuse_ranks`) and the k
    best are returned (a ranking model exporting only `predictions` orders by
    the rating alone). Without a ranking model the retrieval order is used
    (result says so).
@@ -63,6 +64,7 @@ RETRIEVAL, RANKING = "retrieval", "ranking"
 RANK_SCORE, RATING, ITEM_ITEM = "scores", "predictions", "item_item_scores"
 RRF_K = 60  # reciprocal rank fusion constant (see fuse_ranks)
 ITEM_ITEM_WEIGHT = 4.0  # weight of the item-item rank in the fusion
+RATING_WEIGHT = 0.5  # weight of the predicted-rating rank in the fusion
 MAX_K = 1000
 
 # Friendly names accepted in `features` besides the contract's raw names.
@@ -196,12 +198,15 @@ def _ranks(score: np.ndarray) -> np.ndarray:
 
 
 def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = None,
-               k: int = RRF_K, item_item_weight: float = ITEM_ITEM_WEIGHT) -> np.ndarray:
+               rating: Optional[np.ndarray] = None, k: int = RRF_K,
+               item_item_weight: float = ITEM_ITEM_WEIGHT,
+               rating_weight: float = RATING_WEIGHT) -> np.ndarray:
   """The final order of candidates given in retrieval order: weighted
   reciprocal rank fusion of the retrieval rank, the ranking model's rank and,
-  when given, the rank by the ranking model's item-item (EASE) score:
-  1/(k + retrieval_rank) + 1/(k + ranking_rank) + w/(k + item_item_rank),
-  ties to retrieval order.
+  when given, the rank by the ranking model's item-item (EASE) score and the
+  rank by its predicted rating:
+  1/(k + retrieval_rank) + 1/(k + ranking_rank) + w/(k + item_item_rank)
+  + v/(k + rating_rank), ties to retrieval order.
 
   Rank fusion (Cormack et al., SIGIR 2009; k = 60 is their constant) needs
   no calibration between scores of models trained on different tasks. Why
@@ -210,11 +215,18 @@ def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = N
   retrieval order 0.357, retrieval + ranking fused 0.394; EASE's order of
   the same candidates 0.442 (EASE on the whole catalogue 0.442) and the
   three fused with w = 2 / 4 / 6 / 8: 0.444 / 0.448 / 0.448 / 0.447 (w = 4
-  with either model dropped: 0.446). The 3-seed benchmark with w = 4:
-  0.448 ± 0.000 (benchmarks/results/two_stage_quality.json). With the
-  stronger retrieval defaults (retrieval alone 0.426) the fused list scores
-  0.449 ± 0.001, and weights 0.5-3 / 0-1.5 / 1-6 for the three ranks all
-  land within 0.001 of that, so w = 4 stays.
+  with either model dropped: 0.446). With the stronger retrieval defaults
+  (retrieval alone 0.426) the three fused score 0.449 ± 0.001 (3 seeds), and
+  weights 0.5-3 / 0-1.5 / 1-6 for the three ranks all land within 0.001 of
+  that, so w = 4 stays; k = 10-40 also within 0.001.
+  The predicted rating alone orders the candidates badly (0.204: it promotes
+  rarely seen, highly rated movies), but as a fourth, weak rank it adds what
+  the other three lack, how much the user will like a movie rather than how
+  likely they are to watch it: v = 0.25 / 0.5 / 0.7 / 1 gave 0.4515 / 0.4537
+  / 0.4531 / 0.4503 against 0.4483 without it (seed 0; the 3-seed figures
+  are in benchmarks/results/two_stage_quality.json). Fusing z-scored scores
+  instead of ranks scored 0.452-0.454, no better, and needs the scores'
+  scales to stay comparable across retrainings.
   The towers and the ranker err differently from the item-item model, so
   each adds to it.
   """
@@ -222,6 +234,8 @@ def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = N
   fused += 1.0 / (k + _ranks(rank_score))
   if item_item_score is not None:
     fused += float(item_item_weight) / (k + _ranks(item_item_score))
+  if rating is not None and rating_weight:
+    fused += float(rating_weight) / (k + _ranks(rating))
   return np.argsort(-fused, kind="stable")
 
 
@@ -482,6 +496,7 @@ class Recommender:
 
     # 2. Ranking.
     predicted = rank_score = ranking_rank = item_item = item_item_rank = None
+    rating_rank = None
     if rank and m.rank_fn is not None and len(top):
       user_row = dict(m.user_raw.get(user_id, {}))
       user_row.update(given)
@@ -499,7 +514,9 @@ class Recommender:
         rank_score = predicted
         order = np.argsort(-rank_score, kind="stable")
       else:
-        order = fuse_ranks(rank_score, item_item)
+        order = fuse_ranks(rank_score, item_item, predicted)
+        if predicted is not None:
+          rating_rank = _ranks(predicted).astype(np.int64)
       ranking_rank = _ranks(rank_score).astype(np.int64)
     else:
       order = np.arange(len(top))
@@ -518,6 +535,7 @@ class Recommender:
           "retrieval_rank": int(j) + 1,
           "ranking_rank": None if ranking_rank is None else int(ranking_rank[j]),
           "item_item_rank": None if item_item_rank is None else int(item_item_rank[j]),
+          "rating_rank": None if rating_rank is None else int(rating_rank[j]),
       })
     messages = []
     if len(items) < k:

@@ -74,12 +74,28 @@ def test_fuse_ranks_weights_the_item_item_rank():
                             item_item_weight=0.5).tolist() == [0, 1, 2]
 
 
+def test_fuse_ranks_adds_the_predicted_rating_rank_with_its_weight():
+  ranking = np.array([5.0, 4.0, 3.0])   # agrees with retrieval: ranks [1, 2, 3]
+  rating = np.array([3.0, 4.0, 5.0])    # ranks [3, 2, 1]
+  # k=1, v=0.5: [1/2+1/2+0.5/4, 1/3+1/3+0.5/3, 1/4+1/4+0.5/2] = [1.125, 0.83, 0.75]
+  assert rec_lib.fuse_ranks(ranking, rating=rating, k=1).tolist() == [0, 1, 2]
+  # A heavy weight puts the best-rated first: [1/2+1/2+4/4, 1/3+1/3+4/3,
+  # 1/4+1/4+4/2] = [2.0, 2.0, 2.5], the tie in retrieval order.
+  assert rec_lib.fuse_ranks(ranking, rating=rating, k=1,
+                            rating_weight=4.0).tolist() == [2, 0, 1]
+  # Weight 0 (or no ratings: implicit feedback) leaves it out.
+  assert rec_lib.fuse_ranks(ranking, rating=rating, k=1,
+                            rating_weight=0.0).tolist() == [0, 1, 2]
+
+
 def fused_score(item) -> float:
   """The fusion score of a served item from its ranks (fuse_ranks' formula)."""
   score = (1 / (rec_lib.RRF_K + item["retrieval_rank"])
            + 1 / (rec_lib.RRF_K + item["ranking_rank"]))
   if item["item_item_rank"] is not None:
     score += rec_lib.ITEM_ITEM_WEIGHT / (rec_lib.RRF_K + item["item_item_rank"])
+  if item["rating_rank"] is not None:
+    score += rec_lib.RATING_WEIGHT / (rec_lib.RRF_K + item["rating_rank"])
   return score
 
 
@@ -176,6 +192,7 @@ def test_known_user_gets_k_unseen_items_in_fused_order(served, tiny_transformed)
     assert not set(ids) & seen[user]
     # The fused order of the retrieval, ranking and item-item ranks.
     assert all(it["item_item_rank"] is not None for it in items)
+    assert all(it["rating_rank"] is not None for it in items)
     fused = [fused_score(it) for it in items]
     assert fused == sorted(fused, reverse=True)
     for it in items:
