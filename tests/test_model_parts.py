@@ -29,6 +29,25 @@ def test_user_history_mean_leaves_the_target_out():
       layer(tf.constant([0]), target=tf.constant([2])).numpy(), [[0.5, 0.5]])
 
 
+def test_history_mean_per_row_and_its_gradient_kind(monkeypatch):
+  hist = [np.array([0, 1, 2]), np.array([1, 3]), np.array([], np.int64)]
+  for sparse_from, kind in ((10, tf.Tensor), (4, tf.IndexedSlices)):
+    monkeypatch.setattr(model_parts, "HISTORY_SPARSE_GRADIENT_ROWS", sparse_from)
+    layer = model_parts.UserHistory(hist, num_movies=4, dim=1)
+    layer(tf.constant([0]))
+    layer.embedding.embeddings.assign([[1.], [2.], [4.], [8.]])
+    with tf.GradientTape() as tape:
+      # Rows: user 0 without its target 1, user 1 without 3, user 2 (empty).
+      out = layer(tf.constant([0, 1, 2]), target=tf.constant([1, 3, 0]))
+      loss = tf.reduce_sum(out)
+    np.testing.assert_allclose(out.numpy()[:, 0], [2.5, 2., 0.])
+    grad = tape.gradient(loss, layer.embedding.embeddings)
+    assert isinstance(grad, kind)
+    # d/d(row): 1/2 from user 0's two kept movies (0 and 2), 1 for user 1's 1.
+    np.testing.assert_allclose(tf.convert_to_tensor(grad).numpy()[:, 0],
+                               [0.5, 1., 0.5, 0.])
+
+
 def test_history_dropout_drops_only_in_training():
   layer = model_parts.UserHistory([np.arange(200)], num_movies=200, dim=1,
                                   dropout=0.5)
