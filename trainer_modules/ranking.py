@@ -55,7 +55,7 @@ Export (fn_args.serving_model_dir, SavedModel):
 Every hyperparameter comes from `custom_config` (keys of DEFAULT_CONFIG; a
 nested dict under "ranking" is also accepted); the defaults were chosen on
 ml-100k with benchmarks/two_stage_quality.py (see the figures above; the
-whole trainer takes about 50 s on 2 cores).
+whole trainer takes about 30 s on 2 cores).
 
 `warm_start` (default True) starts from fn_args.base_model, the last blessed
 ranking model (trainer_modules/warm_start.py); `distribution_strategy`
