@@ -225,9 +225,9 @@ def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = N
   likely they are to watch it: v = 0.25 / 0.5 / 0.7 / 1 gave 0.4515 / 0.4537
   / 0.4531 / 0.4503 against 0.4483 without it (seed 0); with v = 0.5 the
   3-seed benchmark scores 0.454 ± 0.001 (benchmarks/results/
-  two_stage_quality.json). Fusing z-scored scores
-  instead of ranks scored 0.452-0.454, no better, and needs the scores'
-  scales to stay comparable across retrainings.
+  two_stage_quality.json). Fusing z-scored scores instead of ranks scored
+  0.452-0.454, no better, and needs the scores' scales to stay comparable
+  across retrainings.
   The towers and the ranker err differently from the item-item model, so
   each adds to it.
   """

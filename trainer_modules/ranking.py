@@ -30,12 +30,11 @@ most-popular (0.22) and far below retrieval's own order (0.374): it
 promotes rarely seen movies with a few high ratings. The engagement order
 scores 0.386, and serving fuses it with the retrieval order (0.406,
 serving.recommender.fuse_ranks). As a weak fourth rank in that fusion the
-predicted rating does help (0.449 → 0.454 ± 0.001, 3 seeds): it says how much the
-user will like a candidate, which the other orders do not. The rating task
-also improves the shared
-encoders: test RMSE 0.909 (0.925 for the rating-only model; user+item bias
-0.945). Implicit-feedback data (no rating) trains the engagement task alone
-and exports only `scores`.
+predicted rating does help (0.449 → 0.454 ± 0.001, 3 seeds): it says how
+much the user will like a candidate, which the other orders do not. The
+rating task also improves the shared encoders: test RMSE 0.909 (0.925 for
+the rating-only model; user+item bias 0.945). Implicit-feedback data (no
+rating) trains the engagement task alone and exports only `scores`.
 
 A small fraction of training ids is replaced by the vocabulary's OOV index
 (`oov_rate`), so the OOV embedding and bias rows are trained and a user or
