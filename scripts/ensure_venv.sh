@@ -53,7 +53,9 @@ fi
 # Bytecode for the installed packages, once per install: uv installs without
 # it, and where Python cannot write __pycache__ (PYTHONDONTWRITEBYTECODE, a
 # read-only venv) every run would compile TensorFlow's sources again (~7 s of
-# each process start on 2 cores). About a minute.
+# each process start on 2 cores). About a minute. Its exit status and
+# messages are dropped: a few packages ship files that are not Python 3
+# (templates, test data), which compileall reports as failures.
 if [ ! -f $VENV/.bytecode ]; then
   echo "Compiling the installed packages' bytecode (once, about a minute)..." >&2
   $VENV/bin/python -m compileall -q -j 0 $VENV/lib/python3.10/site-packages >/dev/null 2>&1 || true
