@@ -127,6 +127,23 @@ def test_do_trains_and_exports(trained):
       tf.io.gfile.glob(os.path.join(trained["run_dir"], "*", "*tfevents*"))
 
 
+def test_in_batch_negatives_train_and_export(tiny_transformed, tmp_path):
+  # The path of catalogues above full_softmax_max_movies (10M-rating data):
+  # tfrs.tasks.Retrieval inside the Keras train step (it needs AutoGraph).
+  inputs, outputs, props, _ = _io(tiny_transformed, str(tmp_path))
+  props["custom_config"] = json_utils.dumps(dict(TEST_CONFIG, negatives="in_batch"))
+  props["train_args"] = proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=10))
+  catalogue_trainer.CatalogueExecutor().Do(inputs, outputs, props)
+  serving = os.path.join(outputs["model"][0].uri, "Format-Serving")
+  manifest = json.load(open(os.path.join(
+      serving, "assets.extra", retrieval_export.MANIFEST_FILE)))
+  assert manifest["negatives"] == "in_batch"
+  assert np.isfinite(manifest["final_loss"]) and manifest["final_loss"] > 0
+  out = tf.saved_model.load(serving).signatures["serving_default"](
+      examples=_requests([{F.USER_ID: "1"}]))
+  assert np.all(np.isfinite(out["scores"].numpy()))
+
+
 # --------------------------------------------------------------------------
 # Signatures.
 

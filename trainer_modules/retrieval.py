@@ -342,21 +342,15 @@ class RetrievalModel(tfrs.Model):
     return (self.query_model(features, training=training),
             self.candidate_model(features, training=training))
 
-  @tf.autograph.experimental.do_not_convert
+  # Not do_not_convert: tfrs.tasks.Retrieval's call needs AutoGraph (it takes
+  # len() of a tensor shape), and a Keras layer called from unconverted code
+  # is not converted either. The heavy parts below are marked instead.
   def compute_loss(self, features, training=False):
     if self.full_softmax:
-      q = self.query_model(features, training=training)
-      c = self.candidate_model(self._catalogue, training=training)
-      logits = tf.matmul(q, c, transpose_b=True) / self.temperature
-      labels = tf.reshape(tf.cast(features[CATALOGUE_INDEX], tf.int64), [-1])
-      if self._seen_positions is not None:
-        logits = self._mask_seen(features, logits, labels)
-      present = labels >= 0
-      losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=tf.maximum(labels, 0), logits=logits)
-      loss = tf.reduce_sum(tf.where(present, losses, tf.zeros_like(losses)))
+      loss, n = self._full_softmax_loss(features, training)
     else:
       q, c = self._embed(features, training=training)
+      n = tf.shape(q)[0]
       loss = self.task(
           q, c,
           candidate_sampling_probability=(features[SAMPLING_PROB]
@@ -364,8 +358,23 @@ class RetrievalModel(tfrs.Model):
           candidate_ids=(tf.reshape(features[F.T_MOVIE_ID], [-1])
                          if self.remove_hits else None),
           compute_metrics=False, compute_batch_metrics=False)
-    loss = loss / tf.cast(tf.maximum(tf.shape(q)[0], 1), loss.dtype)
+    loss = loss / tf.cast(tf.maximum(n, 1), loss.dtype)
     return strategy_lib.scale_loss(loss)
+
+  @tf.autograph.experimental.do_not_convert
+  def _full_softmax_loss(self, features, training):
+    """Summed softmax loss over the whole catalogue, and the batch size."""
+    q = self.query_model(features, training=training)
+    c = self.candidate_model(self._catalogue, training=training)
+    logits = tf.matmul(q, c, transpose_b=True) / self.temperature
+    labels = tf.reshape(tf.cast(features[CATALOGUE_INDEX], tf.int64), [-1])
+    if self._seen_positions is not None:
+      logits = self._mask_seen(features, logits, labels)
+    present = labels >= 0
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.maximum(labels, 0), logits=logits)
+    return (tf.reduce_sum(tf.where(present, losses, tf.zeros_like(losses))),
+            tf.shape(q)[0])
 
   def _mask_seen(self, features, logits, labels):
     """Logits of the user's other training movies set very low.
