@@ -59,6 +59,26 @@ def test_history_dropout_drops_only_in_training():
   assert len(set(trained)) > 1  # a different subset each step
 
 
+def test_history_max_len_subsamples_only_long_histories_in_training():
+  # User 0: 2,000 movies (capped to ~100 after dropout 0.5); user 1: 150
+  # movies (150 × 0.5 = 75 ≤ 100: plain dropout).
+  hist = [np.arange(2000), np.arange(150)]
+  layer = model_parts.UserHistory(hist, num_movies=2000, dim=1, dropout=0.5,
+                                  max_len=100)
+  tf.random.set_seed(5)
+  kept = [layer.masked(tf.constant([0, 1]), training=True).row_lengths().numpy()
+          for _ in range(40)]
+  long_mean, short_mean = np.mean(kept, axis=0)
+  assert 85 < long_mean < 115   # about max_len, not 1,000
+  assert 65 < short_mean < 85   # 75: the cap does not touch it
+  # Serving pools the whole history.
+  assert layer.masked(tf.constant([0, 1])).row_lengths().numpy().tolist() == [2000, 150]
+  # No history reaches the cap: the layer is plain dropout.
+  assert not model_parts.UserHistory(hist, 2000, 1, dropout=0.5, max_len=1000)._capped
+  with pytest.raises(ValueError, match="max_len"):
+    model_parts.UserHistory(hist, 2000, 1, max_len=0)
+
+
 def test_user_table_side_features_first_row_context_last_row():
   users = np.array([b"b", b"a", b"b", b"a"])
   values = {F.T_USER_GENDER: np.array([1, 0, 2, 2]),
