@@ -203,10 +203,12 @@ def test_quality_on_planted_data(trained, tiny_transformed):
       pred[liked].mean(), pred[~liked].mean())
 
 
+@pytest.mark.parametrize("negatives", ["auto", "in_batch"])
 def test_implicit_feedback_trains_engagement_alone(tiny_transformed, monkeypatch,
-                                                   tmp_path):
+                                                   tmp_path, negatives):
   """No rating label: the model trains the engagement task and exports only
-  `scores`, which still order a user's liked movies first."""
+  `scores`, which still order a user's liked movies first (with the whole
+  movie table as negatives, and with the batch's movies)."""
   real = ranking.tft.TFTransformOutput
 
   class NoLabel(real):
@@ -217,7 +219,9 @@ def test_implicit_feedback_trains_engagement_alone(tiny_transformed, monkeypatch
 
   monkeypatch.setattr(ranking.tft, "TFTransformOutput", NoLabel)
   model_uri = str(tmp_path / "m")
-  ranking.run_fn(_fn_args(tiny_transformed, model_uri, str(tmp_path / "r")))
+  ranking.run_fn(_fn_args(tiny_transformed, model_uri, str(tmp_path / "r"),
+                          custom_config=dict(TEST_CONFIG,
+                                             engagement_negatives=negatives)))
   fn = tf.saved_model.load(_serving_dir(model_uri)).signatures["serving_default"]
   assert set(fn.structured_outputs) == {ranking.SCORES_KEY, ranking.ITEM_ITEM_KEY}
   rows = [_without_label(r) for r in tiny_transformed["rows"]["eval"]]
@@ -230,6 +234,38 @@ def test_implicit_feedback_trains_engagement_alone(tiny_transformed, monkeypatch
   assert scores[liked].mean() > scores[~liked].mean(), (
       scores[liked].mean(), scores[~liked].mean())
   assert not os.path.exists(tmp_path / "r" / ranking.BASELINES_FILE)
+
+
+def test_in_batch_engagement_loss_log_q_accidental_hits_and_oov():
+  import types as pytypes
+  q = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]], np.float32)
+  c = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [3.0, 3.0]], np.float32)
+  movies = np.array([0, 1, 0, 3])  # rows 0 and 2: the same movie; 3 is OOV
+  log_q = np.log(np.array([0.5, 0.3, 0.2, 0.1], np.float32))
+  fake = pytypes.SimpleNamespace(
+      _user_parts=lambda f, t: (tf.constant(q), None), _apply=ranking.RankingModel._apply,
+      user_engagement=[], movie_engagement=[], movie_encoder=lambda f: tf.constant(c),
+      _cfg={"temperature": 0.5}, _log_q=tf.constant(log_q),
+      _oov={F.T_MOVIE_ID: 3})
+  loss = ranking.RankingModel._in_batch_engagement_loss(
+      fake, {F.T_MOVIE_ID: tf.constant(movies)}, True).numpy()
+  logits = q @ c.T / 0.5 - log_q[movies][None, :]
+  expected = []
+  for i in range(3):  # row 3 (OOV) is skipped
+    cols = [j for j in range(3) if j == i or movies[j] != movies[i]]  # no OOV column
+    z = logits[i, cols]
+    expected.append(np.log(np.exp(z).sum()) - logits[i, i])
+  np.testing.assert_allclose(loss, np.mean(expected), rtol=1e-5)
+
+
+def test_engagement_negatives_by_catalogue_size():
+  cfg = ranking.resolve_config({})
+  assert ranking.engagement_full(cfg, cfg["engagement_full_max_movies"])
+  assert not ranking.engagement_full(cfg, cfg["engagement_full_max_movies"] + 1)
+  assert ranking.engagement_full(dict(cfg, engagement_negatives="full"), 10**6)
+  assert not ranking.engagement_full(dict(cfg, engagement_negatives="in_batch"), 10)
+  with pytest.raises(ValueError, match="engagement_negatives"):
+    ranking.engagement_full(dict(cfg, engagement_negatives="sampled"), 10)
 
 
 def test_config_validation():

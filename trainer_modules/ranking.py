@@ -6,7 +6,10 @@ tasks share the user and movie encoders (as in the TFRS multitask tutorial):
 
 * engagement (orders the list): a softmax over every training movie of
   user_vec · movie_vec, where the user vector holds the user's features and
-  the user's rated movies (model_parts.UserHistory); its logit is `scores`;
+  the user's rated movies (model_parts.UserHistory); its logit is `scores`.
+  Above `engagement_full_max_movies` movies the softmax is over the batch's
+  movies instead (log-Q corrected), so a step costs the same at any
+  catalogue size;
 * rating: rating = global_mean + user_bias + movie_bias + deep([user_vec,
   movie_vec]), the deep part "dense" (the TFRS ranking tutorial's stack) or
   "dcn" (tfrs.layers.dcn.Cross layers, stacked or parallel, as in the TFRS
@@ -78,6 +81,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from common import features as F
+from trainer_modules import budget
 from trainer_modules import ease
 from trainer_modules import model_parts
 from trainer_modules import optimizers
@@ -105,6 +109,8 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "embedding_learning_rate": None,  # None: optimizers' default (0.5)
     "learning_rate": 3e-3,
     "epochs": 5,
+    # epochs × training rows at most this (trainer_modules/budget.py).
+    "max_train_examples": 4_000_000,
     "batch_size": 1024,
     "l2": 0.03,                    # on the looked-up user/movie vectors and biases
     "kernel_l2": 0.0,              # on dense/cross kernels
@@ -116,9 +122,16 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "engagement_weight": 1.0,
     "rating_weight": 0.2,
     "engagement_layers": [64],     # dense layers on each side; last = dot size
+    # Negatives of the engagement softmax: "full" (every training movie at
+    # every step), "in_batch" (the batch's other movies, with log-Q
+    # correction and accidental hits removed: cost per row independent of
+    # the catalogue) or "auto": full up to engagement_full_max_movies.
+    "engagement_negatives": "auto",
+    "engagement_full_max_movies": 5_000,
     "temperature": 1.0,
     "history": True,               # the user's rated movies in the user vector
     "history_dropout": 0.2,
+    "history_max_len": 500,        # in training (model_parts.UserHistory)
     # A full movie × movie weight over the user's history in the engagement
     # score (model_parts.ItemItem) for movie vocabularies up to this size
     # (0: off), with this L2. Off by default: on ml-100k it moved two-stage
@@ -152,6 +165,16 @@ TARGET_MOVIE = "__target_movie_idx"      # the row's movie before OOV augmentati
 TRANSFORM_SIGNATURE = "transform_features"
 INPUT_KEY = "examples"
 OUTPUT_KEY = "predictions"
+
+
+def engagement_full(cfg: Mapping[str, Any], num_movies: int) -> bool:
+  """Whether the engagement softmax scores the whole movie table."""
+  mode = str(cfg["engagement_negatives"])
+  if mode not in ("auto", "full", "in_batch"):
+    raise ValueError("engagement_negatives must be auto, full or in_batch, "
+                     f"got {mode!r}")
+  return mode == "full" or (
+      mode == "auto" and num_movies <= int(cfg["engagement_full_max_movies"]))
 
 
 def resolve_config(custom_config: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -193,8 +216,16 @@ class RankingModel(tfrs.models.Model):
     if cfg["history"] and stats.get("history") is not None:
       self.user_history = model_parts.UserHistory(
           stats["history"], stats["num_movie_buckets"], int(cfg["embedding_dim"]),
-          dropout=float(cfg["history_dropout"]), name="user_history")
+          dropout=float(cfg["history_dropout"]),
+          max_len=cfg["history_max_len"], name="user_history")
     self._movie_table = stats.get("movie_table") if self.has_engagement else None
+    # In-batch engagement negatives: log of each movie's training frequency.
+    self._log_q = None
+    if self.has_engagement and not engagement_full(
+        cfg, stats.get("num_movie_buckets", 0)):
+      counts = np.asarray(stats["movie_counts"], np.float64)
+      self._log_q = tf.constant(
+          np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0)), tf.float32)
     self.item_item = None
     n_movies = stats.get("num_movie_buckets", 0)
     # Fixed (closed-form) item-item weights: a serving signal of their own.
@@ -202,6 +233,7 @@ class RankingModel(tfrs.models.Model):
     if self.user_history is not None and stats.get("ease") is not None:
       self.ease = model_parts.ItemItem(n_movies, weights=stats["ease"], name="ease")
     if (self.has_engagement and self.user_history is not None
+        and self._log_q is None  # a movie × movie term needs the full softmax
         and 0 < n_movies <= int(cfg["item_item_max_movies"])):
       self.item_item = model_parts.ItemItem(
           n_movies, l2=float(cfg["item_item_l2"]), name="item_item")
@@ -302,6 +334,8 @@ class RankingModel(tfrs.models.Model):
   def _engagement_loss(self, features: Mapping[str, Any], training: bool,
                        parts=None):
     """Softmax over every training movie; rows of OOV movies are skipped."""
+    if self._log_q is not None:
+      return self._in_batch_engagement_loss(features, training, parts)
     user, hist = parts or self._user_parts(features, training)
     q = self._apply(self.user_engagement, user)
     c = self._apply(self.movie_engagement, self.movie_encoder(self._movie_table))
@@ -316,6 +350,30 @@ class RankingModel(tfrs.models.Model):
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
                                                             logits=logits)
     keep = tf.cast(tf.not_equal(labels, oov), losses.dtype)
+    return tf.reduce_sum(losses * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
+
+  def _in_batch_engagement_loss(self, features: Mapping[str, Any],
+                                training: bool, parts=None):
+    """The engagement softmax over the batch's movies (engagement_negatives
+    in_batch): each row's movie against the other rows' movies, their
+    logits lowered by log Q (a movie's chance to be an in-batch negative is
+    its training frequency, as in tfrs.tasks.Retrieval), the same movie in
+    another row not a negative. As in the full softmax, the OOV row is
+    neither a target nor a negative."""
+    user = (parts or self._user_parts(features, training))[0]
+    q = self._apply(self.user_engagement, user)
+    c = self._apply(self.movie_engagement, self.movie_encoder(features))
+    logits = tf.matmul(q, c, transpose_b=True) / float(self._cfg["temperature"])
+    movies = tf.reshape(tf.cast(features[F.T_MOVIE_ID], tf.int64), [-1])
+    logits = logits - tf.gather(self._log_q, movies)[tf.newaxis, :]
+    n = tf.shape(movies)[0]
+    oov = tf.equal(movies, self._oov[F.T_MOVIE_ID])
+    not_negative = (tf.equal(movies[:, tf.newaxis], movies[tf.newaxis, :])
+                    & ~tf.cast(tf.eye(n), tf.bool)) | oov[tf.newaxis, :]
+    logits = tf.where(not_negative, tf.constant(-1e9, logits.dtype), logits)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.range(n, dtype=tf.int64), logits=logits)
+    keep = tf.cast(~oov, losses.dtype)
     return tf.reduce_sum(losses * keep) / tf.maximum(tf.reduce_sum(keep), 1.0)
 
   def _score(self, features: Mapping[str, Any], training: bool, parts=None):
@@ -520,7 +578,8 @@ def _training_stats(file_patterns, tft_output) -> Dict[str, Any]:
           "history": model_parts.user_histories(
               user_idx, movie_idx,
               tft_output.num_buckets_for_transformed_feature(F.T_USER_ID)),
-          "num_movie_buckets": n_movies, "movie_table": movie_table}
+          "num_movie_buckets": n_movies, "movie_table": movie_table,
+          "movie_counts": np.bincount(movie_idx, minlength=n_movies)}
 
 
 def _fit_ease(stats: Mapping[str, Any], cfg: Mapping[str, Any]) -> Optional[np.ndarray]:
@@ -593,7 +652,13 @@ def run_fn(fn_args) -> None:
   stats["ease"] = _fit_ease(stats, cfg)
   batch_size = int(cfg["batch_size"])
   steps_per_epoch = max(1, math.ceil(stats["count"] / batch_size))
-  epochs = int(cfg["epochs"])
+  epochs = budget.epochs_within(stats["count"], cfg["epochs"],
+                                cfg["max_train_examples"])
+  logging.info("Ranking: %d training rows, %d epochs (max_train_examples %s), "
+               "engagement negatives: %s", stats["count"], epochs,
+               cfg["max_train_examples"],
+               "the whole movie table" if engagement_full(cfg, stats["num_movie_buckets"])
+               else "in-batch")
   repeat = None
   if fn_args.train_steps:  # a total step budget overrides the epoch count
     total = int(fn_args.train_steps)

@@ -33,11 +33,11 @@ with BruteForce.
 
 custom_config keys (defaults in DEFAULT_CONFIG): embedding_dim, side_dim,
 query_layers, candidate_layers, learning_rate, optimizer, epochs,
-batch_size, temperature, l2, normalize, logq_correction,
+max_train_examples, batch_size, temperature, l2, normalize, logq_correction,
 remove_accidental_hits, oov_rate, feature_dropout, use_timestamp, history,
-history_dropout, negatives, full_softmax_max_movies, mask_seen, movie_bias,
-embedding_optimizer, embedding_learning_rate, cache_max_rows, seed,
-top_k, shuffle_buffer, verbose (Keras fit verbosity), catalogue_uri,
+history_dropout, history_max_len, negatives, full_softmax_max_movies,
+mask_seen, movie_bias, embedding_optimizer, embedding_learning_rate,
+cache_max_rows, seed, top_k, shuffle_buffer, verbose (Keras fit verbosity), catalogue_uri,
 warm_start (trainer_modules/warm_start.py: start from fn_args.base_model),
 distribution_strategy (trainer_modules/strategy.py: auto | one_device |
 mirrored | multi_worker_mirrored).
@@ -75,6 +75,7 @@ import tf_keras as keras
 from common import assets
 from common import features as F
 from common import ids
+from trainer_modules import budget
 from trainer_modules import model_parts
 from trainer_modules import optimizers
 from trainer_modules import retrieval_export
@@ -95,6 +96,9 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "embedding_optimizer": "auto",
     "embedding_learning_rate": None,  # None: optimizers' default (0.5)
     "epochs": 8,                # at lr 0.005; 10 overfit ml-100k (see below)
+    # epochs × training rows at most this (trainer_modules/budget.py): the
+    # 8 epochs above are for small data; from 1M training rows fewer passes.
+    "max_train_examples": 8_000_000,
     "batch_size": 2048,
     "temperature": 0.2,         # softmax temperature (of cosine scores)
     "l2": 0.0,                  # L2 on dense kernels
@@ -111,12 +115,16 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     # the query tower (model_parts.UserHistory), with this dropout.
     "history": True,
     "history_dropout": 0.2,
+    "history_max_len": 500,        # in training (model_parts.UserHistory)
     # Negatives: "full" scores every catalogue movie at every step (a true
     # softmax over the catalogue), "in_batch" uses the other movies of the
     # batch (with log-Q correction); "auto" picks full up to
     # full_softmax_max_movies catalogue movies.
     "negatives": "auto",
-    "full_softmax_max_movies": 10_000,
+    # At 1M synthetic ratings (4.5k movies) in-batch negatives matched the
+    # full softmax (hit@100 excluding seen 0.493 vs 0.488) at the same step
+    # cost; the full softmax's cost per row grows with the catalogue.
+    "full_softmax_max_movies": 5_000,
     # Full softmax: the user's other training movies are not negatives.
     "mask_seen": True,
     # A learned per-movie bias as one more embedding dimension (the query
@@ -439,7 +447,8 @@ def build_model(tft_output: tft.TFTransformOutput, cfg: Mapping[str, Any],
   if cfg["history"] and stats is not None and "history" in stats:
     history = model_parts.UserHistory(
         stats["history"], stats["num_movie_buckets"], int(cfg["embedding_dim"]),
-        dropout=float(cfg["history_dropout"]), name="user_history")
+        dropout=float(cfg["history_dropout"]),
+          max_len=cfg["history_max_len"], name="user_history")
   temperature = cfg["temperature"]
   bias = None
   if cfg["movie_bias"]:  # the temperature moves into the query tower
@@ -612,7 +621,8 @@ def run_fn(fn_args) -> None:
     model.compile(optimizer=optimizers.create(cfg, model, sgd_momentum=0.0))
   batch = min(int(cfg["batch_size"]), stats["num_rows"])
   steps_per_epoch = max(1, stats["num_rows"] // batch)
-  epochs = int(cfg["epochs"])
+  epochs = budget.epochs_within(stats["num_rows"], cfg["epochs"],
+                                cfg["max_train_examples"])
   if fn_args.train_steps:
     epochs = max(1, math.ceil(fn_args.train_steps / steps_per_epoch))
     steps_per_epoch = max(1, math.ceil(fn_args.train_steps / epochs))
