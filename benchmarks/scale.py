@@ -16,6 +16,9 @@ and seed), then runs `local_runner.py --data <that folder> --output-dir
   every descendant, from wait4's rusage), CPU / wall (2.0 = both cores
   busy), peak RSS of the process tree (the sum over live processes, sampled
   every 0.5 s from /proc) and of its largest process.
+* the quality the run measured (its evaluators' metrics.json): retrieval
+  hit@100 excluding seen against popularity, per-user nDCG@10 of two-stage,
+  retrieval-only, EASE and most-popular, RMSE against the user+item bias.
 
 The JSON (default benchmarks/results/scale.json) holds every run and a fit
 of cost against N per component: the log-log slope of wall and CPU time
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import math
 import os
@@ -239,6 +243,61 @@ def describe_data(data_dir: str) -> Dict:
           "data_dir": os.path.abspath(data_dir), "ratings_file": name}
 
 
+def quality(output_dir: str) -> Dict:
+  """What the run's evaluators measured (their metrics.json, newest run):
+  retrieval hit@100 excluding seen against popularity, the per-user top-10
+  of two-stage, retrieval-only, most-popular and EASE, rating RMSE against
+  the user+item bias, and each stage's blessing. Quality at scale is read
+  beside the cost, from the same run."""
+  # Imported here: the executors bring TensorFlow, which the runs do not need.
+  from components.retrieval_evaluator import executor as retrieval_eval  # pylint: disable=g-import-not-at-top
+  from components.two_stage_evaluator import executor as two_stage_eval  # pylint: disable=g-import-not-at-top
+  from pipeline import configs  # pylint: disable=g-import-not-at-top
+  root = configs.output_paths(output_dir)["pipeline_root"]
+
+  def newest(component: str, file_name: str) -> Optional[Dict]:
+    paths = glob.glob(os.path.join(root, component, "evaluation", "*", file_name))
+    paths.sort(key=lambda p: int(os.path.basename(os.path.dirname(p))))
+    if not paths:
+      return None
+    with open(paths[-1]) as f:
+      return json.load(f)
+
+  out: Dict = {}
+  ret = newest("RetrievalEvaluator", retrieval_eval.METRICS_FILE_NAME)
+  if ret:
+    b = ret["blessing"]
+    out["retrieval"] = {"metric": b["metric"], "model": b["model"],
+                        "popularity": b["popularity"], "blessed": b["blessed"]}
+  two = newest("TwoStageEvaluator", two_stage_eval.METRICS_FILE_NAME)
+  if two:
+    out["two_stage"] = {row: two["rows"][row] for row in two_stage_eval.ROWS
+                        if row in two["rows"]}
+    out["rating"] = two.get("rating")
+    out["ranking_blessed"] = two["blessing"]["blessed"]
+  return out
+
+
+def quality_table(runs: List[Dict]) -> str:
+  """Quality per N: what the user receives, beside the simple models."""
+  head = ["ratings", "retrieval hit@100 excl.", "popularity",
+          "nDCG@10 two-stage", "retrieval-only", "EASE", "most-popular",
+          "RMSE", "user+item bias"]
+  rows = [head]
+  f = lambda x: "-" if x is None else f"{x:.4f}"
+  for r in runs:
+    q = r.get("quality") or {}
+    ret, two, rating = q.get("retrieval", {}), q.get("two_stage", {}), q.get("rating") or {}
+    nd = lambda row: two.get(row, {}).get("ndcg@10")
+    rows.append([f"{r['ratings']:,}", f(ret.get("model")), f(ret.get("popularity")),
+                 f(nd("two_stage")), f(nd("retrieval_only")), f(nd("ease")),
+                 f(nd("most_popular")), f(rating.get("rmse")),
+                 f(rating.get("user_item_bias_rmse"))])
+  widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+  return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths))
+                   for row in rows)
+
+
 # -- the fit ------------------------------------------------------------------
 def loglog_slope(ns: List[float], costs: List[float]) -> Optional[float]:
   """Least-squares slope of log(cost) on log(N); None below two points."""
@@ -374,6 +433,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out_dir = os.path.join(args.work_dir, f"out-{n}")
     run = run_pipeline(data["data_dir"], out_dir,
                        os.path.join(args.work_dir, f"run-{n}.log"), extra)
+    measured = quality(out_dir) if run["exit_code"] == 0 else {}
     if not args.keep_outputs:
       shutil.rmtree(out_dir, ignore_errors=True)
     print(f"   exit {run['exit_code']}, {run['wall_seconds']:.0f} s wall, "
@@ -384,13 +444,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         "data": {k: data[k] for k in ("seed", "ratings_per_user",
                                       "rated_movies", "reused")
                  } | {"generate_seconds": data.get("wall_seconds")},
-        "pipeline": run})
+        "pipeline": run, "quality": measured})
     result["fit"] = fit(result["runs"])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:  # after every N: a partial result survives
       json.dump(result, f, indent=2)
   print()
   print(table(result["runs"], result["fit"]))
+  print()
+  print(quality_table(result["runs"]))
   print(f"\nWrote {args.out}")
   return 0 if all(r["pipeline"]["exit_code"] == 0 for r in result["runs"]) else 1
 

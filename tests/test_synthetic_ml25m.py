@@ -136,3 +136,30 @@ def test_scale_benchmark_describes_a_data_folder(generated, tmp_path):
           } == {"ratings": 3, "users": 2, "movies": 2}
   with pytest.raises(FileNotFoundError, match="no u.data"):
     scale.describe_data(str(tmp_path / "missing"))
+
+
+def test_scale_benchmark_reads_quality_of_the_newest_evaluations(tmp_path):
+  """benchmarks/scale.py records the evaluators' numbers of the run it timed."""
+  from benchmarks import scale  # pylint: disable=g-import-not-at-top
+
+  def write(component, run_id, payload):
+    d = tmp_path / "tfx" / component / "evaluation" / str(run_id)
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(payload))
+
+  blessing = lambda model: {"metric": "hit@100_excl_seen", "model": model,
+                            "popularity": 0.3, "blessed": True}
+  write("RetrievalEvaluator", 9, {"blessing": blessing(0.41)})
+  write("RetrievalEvaluator", 12, {"blessing": blessing(0.49)})  # newest
+  rows = {"two_stage": {"ndcg@10": 0.43}, "retrieval_only": {"ndcg@10": 0.42},
+          "most_popular": {"ndcg@10": 0.26}, "ease": {"ndcg@10": 0.41}}
+  write("TwoStageEvaluator", 14, {
+      "rows": rows, "rating": {"rmse": 0.78, "user_item_bias_rmse": 0.87},
+      "blessing": {"blessed": False}})
+  q = scale.quality(str(tmp_path))
+  assert q["retrieval"]["model"] == 0.49
+  assert q["two_stage"] == rows and q["ranking_blessed"] is False
+  table = scale.quality_table([{"ratings": 1000, "quality": q},
+                               {"ratings": 2000, "quality": {}}])
+  assert "0.4900" in table and "0.4300" in table and "0.8700" in table
+  assert scale.quality(str(tmp_path / "empty")) == {}
