@@ -19,6 +19,12 @@ def test_no_budget_and_bad_values():
   assert budget.epochs_within(10**9, 5, None) == 5
   assert budget.epochs_within(10**9, 5, 0) == 5
   with pytest.raises(ValueError, match="epochs"):
-    budget.epochs_within(10, 0, 100)
+    budget.epochs_within(10, -1, 100)
   with pytest.raises(ValueError, match="max_train_examples"):
     budget.epochs_within(10, 3, -5)
+
+
+def test_zero_epochs_trains_nothing_and_is_not_raised_to_one():
+  """epochs 0 is an untrained export (the tests' worse retraining)."""
+  assert budget.epochs_within(80_000, 0, 8_000_000) == 0
+  assert budget.epochs_within(80_000_000, 0, 8_000_000) == 0
