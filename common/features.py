@@ -12,6 +12,7 @@ age) simply leave it out; every consumer uses what the data has.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 # ---------------------------------------------------------------------------
@@ -124,6 +125,103 @@ def present(names: Iterable[str], available: Iterable[str]) -> List[str]:
   """The features of `names` that the data has, in contract order."""
   available = set(available)
   return [n for n in names if n in available]
+
+
+# ---------------------------------------------------------------------------
+# tf.Example wire format, written without protobuf objects.
+#
+# Building a tf.train.Example message per row cost ingestion ~25 µs of its
+# ~33 µs per rating; the bytes below are the same message (checked against
+# protobuf's parser in tests/test_features.py) at a few µs. Serving builds
+# requests from the same pieces: a user's `features_bytes` once, each
+# movie's once per model version, concatenated per candidate (a repeated
+# message field's entries may be concatenated).
+
+
+_SMALL_VARINTS = [bytes((i,)) for i in range(128)]
+
+
+def _varint(n: int) -> bytes:
+  """Protobuf base-128 varint of a non-negative integer."""
+  if n < 128:
+    return _SMALL_VARINTS[n]
+  out = bytearray()
+  while True:
+    b = n & 0x7F
+    n >>= 7
+    if n:
+      out.append(b | 0x80)
+    else:
+      out.append(b)
+      return bytes(out)
+
+
+def _int64_varint(n: int) -> bytes:
+  """An int64 field value: negatives as 10-byte two's complement."""
+  if not -(1 << 63) <= n < (1 << 63):
+    raise ValueError(f"{n} is out of the int64 range")
+  return _varint(n & 0xFFFFFFFFFFFFFFFF if n < 0 else n)
+
+
+def _delimited(tag: bytes, payload: bytes) -> bytes:
+  return tag + _varint(len(payload)) + payload
+
+
+def _bytes_value(v) -> bytes:  # BytesList.value = 1
+  data = v.encode("utf-8") if isinstance(v, str) else bytes(v)
+  return b"\x0a" + _varint(len(data)) + data
+
+
+def _feature_value(spec: Feature, value) -> bytes:
+  """A serialized tf.train.Feature (its oneof list) of one raw value."""
+  if spec.dtype == BYTES:  # Feature.bytes_list = 1
+    items = (b"".join(_bytes_value(v) for v in value) if spec.varlen
+             else _bytes_value(value))
+    return b"\x0a" + _varint(len(items)) + items
+  if spec.dtype == FLOAT:  # Feature.float_list = 2, FloatList.value = 1, packed
+    floats = [float(v) for v in value] if spec.varlen else [float(value)]
+    try:
+      packed = struct.pack(f"<{len(floats)}f", *floats)
+    except OverflowError:  # beyond float32: ±inf, as protobuf stores it
+      import numpy as np  # pylint: disable=g-import-not-at-top
+      with np.errstate(over="ignore"):
+        packed = np.asarray(floats, "<f4").tobytes()
+    return _delimited(b"\x12", _delimited(b"\x0a", packed) if floats else b"")
+  packed = (b"".join(_int64_varint(int(v)) for v in value) if spec.varlen
+            else _int64_varint(int(value)))  # Feature.int64_list = 3, packed
+  return _delimited(b"\x1a", _delimited(b"\x0a", packed) if packed else b"")
+
+
+# Each feature's map-entry key (MapEntry.key = 1), serialized once.
+_ENTRY_KEYS = {name: _delimited(b"\x0a", name.encode("utf-8")) for name in FEATURES}
+
+
+def features_bytes(row: Mapping[str, object]) -> bytes:
+  """The serialized tf.train.Features of a raw row (what `to_tf_example`
+  builds, as bytes). The entries of two such strings may be concatenated
+  (e.g. a user's and a movie's) into one Features message."""
+  out = []
+  for name, value in row.items():
+    if value is None:
+      continue
+    spec = FEATURES.get(name)
+    if spec is None:
+      raise KeyError(f"{name!r} is not a feature of the contract "
+                     f"(known: {', '.join(FEATURES)})")
+    feature = _feature_value(spec, value)  # MapEntry.value = 2
+    entry = _ENTRY_KEYS[name] + b"\x12" + _varint(len(feature)) + feature
+    out.append(b"\x0a" + _varint(len(entry)) + entry)  # Features.feature = 1
+  return b"".join(out)
+
+
+def example_from_features(features: bytes) -> bytes:
+  """A serialized tf.Example whose `features` field (1) is `features`."""
+  return _delimited(b"\x0a", features)
+
+
+def serialize_example(row: Mapping[str, object]) -> bytes:
+  """`to_tf_example(row).SerializeToString()`, several times faster."""
+  return example_from_features(features_bytes(row))
 
 
 def to_tf_example(row: Mapping[str, object]):

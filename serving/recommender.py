@@ -119,28 +119,6 @@ def complete_versions(serving_dir: str, model: str) -> List[int]:
 # ---------------------------------------------------------------------------
 # Request features.
 
-def _varint(n: int) -> bytes:
-  out = bytearray()
-  while True:
-    b = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(b | 0x80)
-    else:
-      out.append(b)
-      return bytes(out)
-
-
-def _features_bytes(row: Mapping[str, object]) -> bytes:
-  """Serialized tf.train.Features (concatenable map entries) of a raw row."""
-  return F.to_tf_example(row).features.SerializeToString()
-
-
-def _example_from_features(features_bytes: bytes) -> bytes:
-  """A serialized tf.Example whose `features` field is `features_bytes`."""
-  return b"\x0a" + _varint(len(features_bytes)) + features_bytes
-
-
 def normalize_features(features: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
   """Request user features → raw contract features (ValueError if invalid).
 
@@ -280,7 +258,7 @@ class _Models:
               k: v for k, v in raw.items() if k in F.FEATURES}
     # Movie half of every ranking request, serialized once per version.
     self.movie_bytes = [
-        _features_bytes({F.MOVIE_ID: m, F.MOVIE_TITLE: t, F.MOVIE_GENRES: g})
+        F.features_bytes({F.MOVIE_ID: m, F.MOVIE_TITLE: t, F.MOVIE_GENRES: g})
         for m, t, g in zip(ids, titles, genres)]
     self.rank_fn = None
     if kdir is not None:
@@ -292,12 +270,12 @@ class _Models:
 
   def warm_up(self) -> None:
     """Traces both signatures once so the first request is fast."""
-    q = _example_from_features(_features_bytes({F.USER_ID: "__warmup__"}))
+    q = F.example_from_features(F.features_bytes({F.USER_ID: "__warmup__"}))
     self.query_fn(examples=tf.constant([q]))
     if self.rank_fn is not None:
-      user = _features_bytes({F.USER_ID: "__warmup__"})
+      user = F.features_bytes({F.USER_ID: "__warmup__"})
       self.rank_fn(examples=tf.constant(
-          [_example_from_features(user + self.movie_bytes[0])] * 2))
+          [F.example_from_features(user + self.movie_bytes[0])] * 2))
 
 
 # ---------------------------------------------------------------------------
@@ -476,7 +454,7 @@ class Recommender:
     given = normalize_features(features)
 
     # 1. Retrieval.
-    query = _example_from_features(_features_bytes(dict(given, **{F.USER_ID: user_id})))
+    query = F.example_from_features(F.features_bytes(dict(given, **{F.USER_ID: user_id})))
     q = m.query_fn(examples=tf.constant([query]))[F.EMBEDDING_OUTPUT]
     q = q.numpy()[0].astype(np.float32)
     scores = m.candidates @ q
@@ -502,8 +480,8 @@ class Recommender:
       user_row = dict(m.user_raw.get(user_id, {}))
       user_row.update(given)
       user_row[F.USER_ID] = user_id
-      user_bytes = _features_bytes(user_row)
-      batch = [_example_from_features(user_bytes + m.movie_bytes[i]) for i in top]
+      user_bytes = F.features_bytes(user_row)
+      batch = [F.example_from_features(user_bytes + m.movie_bytes[i]) for i in top]
       out = m.rank_fn(examples=tf.constant(batch))
       if RANK_SCORE in out:
         rank_score = out[RANK_SCORE].numpy()

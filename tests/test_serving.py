@@ -25,23 +25,6 @@ GENRE_NAME = {1: "Action", 2: "Adventure", 3: "Animation", 4: "Children",
 # --------------------------------------------------------------------------
 # Fast unit tests (no models).
 
-def test_example_bytes_concatenate_into_one_example():
-  user = rec_lib._features_bytes({F.USER_ID: "7", F.USER_GENDER: 1})  # pylint: disable=protected-access
-  movie = rec_lib._features_bytes({F.MOVIE_ID: "3", F.MOVIE_GENRES: [1, 4]})  # pylint: disable=protected-access
-  raw = rec_lib._example_from_features(user + movie * 1)  # pylint: disable=protected-access
-  expected = F.to_tf_example({F.USER_ID: "7", F.USER_GENDER: 1, F.MOVIE_ID: "3",
-                              F.MOVIE_GENRES: [1, 4]})
-  assert tf.train.Example.FromString(raw) == expected
-  parsed = tf.io.parse_example(tf.constant([raw]),
-                               F.serving_parse_spec([F.USER_ID, F.MOVIE_ID, F.MOVIE_GENRES]))
-  assert parsed[F.MOVIE_ID].numpy()[0] == b"3"
-  # Long features (varint length > 127) too.
-  long_user = rec_lib._features_bytes({F.USER_ID: "u" * 300})  # pylint: disable=protected-access
-  assert tf.train.Example.FromString(
-      rec_lib._example_from_features(long_user)).features.feature[  # pylint: disable=protected-access
-          F.USER_ID].bytes_list.value[0] == b"u" * 300
-
-
 def test_normalize_features():
   out = rec_lib.normalize_features({"age": 30, "gender": "F", "occupation": "writer",
                                     "zip": "94110"})

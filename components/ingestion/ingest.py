@@ -4,7 +4,7 @@
 TFX artifacts, so it can be used and tested on plain folders:
 
 * ``<examples_dir>/Split-train/data_tfrecord-SSSSS-of-NNNNN.gz`` and
-  ``Split-eval/...``: one tf.Example per rating (`features.to_tf_example`);
+  ``Split-eval/...``: one tf.Example per rating (`features.serialize_example`);
 * ``<catalogue_dir>/Split-catalogue/data_tfrecord-SSSSS-of-NNNNN.gz``: one
   tf.Example per movie of the source (movie_id, movie_title, movie_genres).
 
@@ -164,7 +164,7 @@ class _Writer:
       self._close_group()
     if slot >= len(self._group):
       self._open()
-    self._group[slot].write(features.to_tf_example(row).SerializeToString())
+    self._group[slot].write(features.serialize_example(row))
     self.count += 1
 
   @property
