@@ -45,6 +45,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -423,7 +424,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           timespec="seconds"),
       "machine": _machine(), "runner_args": args.runner_args, "runs": [],
   }
-  extra = args.runner_args.split() if args.runner_args else []
+  extra = shlex.split(args.runner_args or "")
   for n in ns:
     print(f"== {n:,} ratings", flush=True)
     data = prepare_data(n, args.work_dir, args.seed)
@@ -464,7 +465,7 @@ def main_on_data(args) -> int:
   out = args.out if args.out != DEFAULT_OUT else os.path.join(
       REPO, "benchmarks", "results", f"main_job_{folder}.json")
   os.makedirs(args.work_dir, exist_ok=True)
-  extra = args.runner_args.split() if args.runner_args else []
+  extra = shlex.split(args.runner_args or "")
   result = {
       "benchmark": "benchmarks/scale.py --data", "label": f"main_job_{folder}",
       "note": (f"the main job (local_runner.py --data <{folder}>, default "
