@@ -48,6 +48,20 @@ def test_history_mean_per_row_and_its_gradient_kind(monkeypatch):
                                [0.5, 1., 0.5, 0.])
 
 
+def test_serving_pools_each_distinct_user_once_with_the_same_values():
+  rng = np.random.default_rng(0)
+  hist = [rng.choice(50, size=n, replace=False) for n in (3, 40, 0, 17)]
+  layer = model_parts.UserHistory(hist, num_movies=50, dim=8)
+  layer(tf.constant([0]))
+  layer.embedding.embeddings.assign(rng.normal(size=(50, 8)).astype(np.float32))
+  users = tf.constant([1, 1, 3, 0, 1, 2, 3, 9], tf.int64)  # 9: clipped to 3
+  per_row = layer.pool(layer.histories(users)).numpy()
+  np.testing.assert_array_equal(layer.pool_by_user(users).numpy(), per_row)
+  np.testing.assert_array_equal(layer(users).numpy(), per_row)  # serving path
+  np.testing.assert_array_equal(per_row[2], per_row[7])
+  assert not per_row[5].any()  # an empty history pools to zeros
+
+
 def test_history_dropout_drops_only_in_training():
   layer = model_parts.UserHistory([np.arange(200)], num_movies=200, dim=1,
                                   dropout=0.5)

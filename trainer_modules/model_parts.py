@@ -460,8 +460,21 @@ class UserHistory(keras.layers.Layer):
         num_segments=hist.nrows(),
         sparse_gradient=self._num_movies >= HISTORY_SPARSE_GRADIENT_ROWS)
 
+  def pool_by_user(self, user_idx: tf.Tensor) -> tf.Tensor:
+    """pool(histories(user_idx)) with each distinct user pooled once.
+
+    A ranking request is one user's ~100 candidates: pooling the history
+    per row repeated the same mean 100 times (for a user with 2,000 rated
+    movies, 200,000 embedding rows per request). Each segment's mean is
+    computed alone, so the values are exactly those of per-row pooling.
+    """
+    unique, position = tf.unique(tf.cast(tf.reshape(user_idx, [-1]), tf.int64))
+    return tf.gather(self.pool(self.histories(unique)), position)
+
   def call(self, user_idx: tf.Tensor, target: Optional[tf.Tensor] = None,
            training: bool = False) -> tf.Tensor:
+    if target is None and not training:
+      return self.pool_by_user(user_idx)
     return self.pool(self.masked(user_idx, target, training=training))
 
 

@@ -307,10 +307,15 @@ class RankingModel(tfrs.models.Model):
     user = self.user_encoder(features)
     hist = None
     if self.user_history is not None:
-      target = features.get(TARGET_MOVIE) if training else None
-      hist = self.user_history.masked(features[F.T_USER_ID], target,
-                                      training=training)
-      user = tf.concat([user, self.user_history.pool(hist)], axis=1)
+      if training:
+        hist = self.user_history.masked(features[F.T_USER_ID],
+                                        features.get(TARGET_MOVIE), training=True)
+        pooled = self.user_history.pool(hist)
+      else:  # serving / evaluation: each distinct user's history pooled once
+        pooled = self.user_history.pool_by_user(features[F.T_USER_ID])
+        if self.item_item is not None:
+          hist = self.user_history.histories(features[F.T_USER_ID])
+      user = tf.concat([user, pooled], axis=1)
     return user, hist
 
   @staticmethod
