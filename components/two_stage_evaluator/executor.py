@@ -242,14 +242,18 @@ def serving_lists(retrieval_dir: str, ranking_dir: str, problem: _Problem, k: in
   ts_lists, rt_lists, unranked = [], [], 0
   t0 = time.time()
   for n, user in enumerate(problem.users, 1):
-    uid = user.decode("utf-8")
-    res = two_stage.recommend(uid, k=k, n_candidates=n_candidates)
+    # One call ranks every candidate: the two-stage top-k is the head of
+    # that order, and the candidates by retrieval_rank are the retrieval
+    # model's own order (what rank=False returns).
+    res = two_stage.recommend(user.decode("utf-8"), k=depth,
+                              n_candidates=n_candidates)
     unranked += not res["ranked"]
-    ts_lists.append([problem.index_of.get(it["movie_id"].encode(), -1)
-                     for it in res["items"]])
-    res = two_stage.recommend(uid, k=depth, n_candidates=depth, rank=False)
-    rt_lists.append([problem.index_of.get(it["movie_id"].encode(), -1)
-                     for it in res["items"]])
+    items = [problem.index_of.get(it["movie_id"].encode(), -1)
+             for it in res["items"]]
+    ts_lists.append(items[:k])
+    by_retrieval = sorted(range(len(items)),
+                          key=lambda j: res["items"][j]["retrieval_rank"])
+    rt_lists.append([items[j] for j in by_retrieval])
     if progress_every and (n % progress_every == 0 or n == len(problem.users)):
       logging.info("TwoStageEvaluator: %d/%d users (%.1f users/s)", n,
                    len(problem.users), n / max(time.time() - t0, 1e-9))
