@@ -124,12 +124,29 @@ def _retrieval_metrics(uri: str) -> str:
   return _table(rows)
 
 
+TWO_STAGE_ID = "TwoStageEvaluator"
+# Written by ranking trainers of earlier versions; read for their runs.
+LEGACY_BASELINES_FILE = "baselines.json"
+
+
 def _ranking_baselines(outs) -> Dict[str, float]:
-  """Global-mean / bias RMSE the ranking trainer wrote beside its model."""
+  """Global-mean / user+item-bias RMSE on the eval split: the
+  TwoStageEvaluator's (its metrics.json "rating", the baselines its blessing
+  compares with), or the baselines.json ranking trainers wrote beside their
+  model before that (runs recorded by older versions)."""
+  two_stage = outs.get(TWO_STAGE_ID) or {}
+  for evaluation in two_stage.get("evaluation", []):
+    path = os.path.join(evaluation.uri, "metrics.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        rating = json.load(f).get("rating") or {}
+      if rating.get("user_item_bias_rmse") is not None:
+        return {"global_mean": rating["global_mean_rmse"],
+                "user_item_bias": rating["user_item_bias_rmse"]}
   trainer = next((v for k, v in outs.items()
                   if k.startswith("Ranking") and "Trainer" in k), {})
   for run in trainer.get("model_run", []):
-    path = os.path.join(run.uri, "baselines.json")
+    path = os.path.join(run.uri, LEGACY_BASELINES_FILE)
     if os.path.exists(path):
       with open(path) as f:
         return json.load(f)
@@ -175,7 +192,6 @@ def _ranking_metrics(uri: str, baselines: Dict[str, float] = None) -> str:
   return _table(rows)
 
 
-TWO_STAGE_ID = "TwoStageEvaluator"
 TWO_STAGE_ROWS = ("two_stage", "retrieval_only", "most_popular", "ease")
 
 

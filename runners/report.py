@@ -391,9 +391,9 @@ def _metric_order(key: str):
   return (name, int(digits) if digits else 0, key)
 
 
-def _ranking_evaluation(evaluation, trainer: Optional[D.NodeRun]) -> str:
+def _ranking_evaluation(evaluation, run: D.Run) -> str:
   overall = D.ranking_metrics(evaluation)
-  baselines = D.ranking_baselines(trainer)
+  baselines = D.ranking_baselines(run)
   if not overall and not baselines:
     return '<p class="muted">metrics unavailable</p>'
   labels = list(overall)
@@ -403,7 +403,7 @@ def _ranking_evaluation(evaluation, trainer: Optional[D.NodeRun]) -> str:
                  for l in labels] for k in keys]
   out = table(headers, rows)
   if baselines:
-    out += "<p>Baselines on the same eval split (the ranking trainer's baselines.json)</p>"
+    out += "<p>Baselines on the same eval split (fitted on the training split)</p>"
     out += table(["baseline", "RMSE"],
                  [[k.replace("_", " "), num(v, f"ranking.baseline.{k}")]
                   for k, v in baselines.items()])
@@ -455,7 +455,7 @@ def _models(run: D.Run, store) -> str:
         body.append("<h4>Evaluation</h4>")
         try:
           body.append(_retrieval_evaluation(evaluation) if stage.name == "retrieval"
-                      else _ranking_evaluation(evaluation, trainer))
+                      else _ranking_evaluation(evaluation, run))
         except Exception as e:  # pylint: disable=broad-except
           body.append(f'<p class="muted">metrics unreadable: {esc(e)}</p>')
       two_stage = run.node(D.TWO_STAGE_EVALUATOR) if stage.name == "ranking" else None

@@ -243,9 +243,13 @@ def ranking_validation(evaluation) -> Optional[str]:
   return "; ".join(lines) or "validation failed"
 
 
-def ranking_baselines(trainer: Optional[NodeRun]) -> Dict[str, float]:
-  """Global-mean / user+item-bias RMSE the ranking trainer wrote."""
-  return run_report._ranking_baselines({trainer.node_id: trainer.outputs} if trainer else {})  # pylint: disable=protected-access
+def ranking_baselines(run: Run) -> Dict[str, float]:
+  """Global-mean / user+item-bias RMSE on the run's eval split
+  (run_report._ranking_baselines: the TwoStageEvaluator's)."""
+  nodes = [run.node(TWO_STAGE_EVALUATOR),
+           run.node(next(s for s in stages() if s.name == "ranking").trainer)]
+  return run_report._ranking_baselines(  # pylint: disable=protected-access
+      {n.node_id: n.outputs for n in nodes if n is not None})
 
 
 def two_stage_metrics(run: Run) -> Optional[Dict[str, Any]]:
@@ -276,7 +280,7 @@ def headline(run: Run) -> Dict[str, float]:
   if ev is not None and ev.output("evaluation") is not None:
     m = ranking_metrics(ev.output("evaluation")).get("model", {})
     out["ranking.model"] = _nan(m.get("root_mean_squared_error"))
-    b = ranking_baselines(run.node(by_stage["ranking"].trainer))
+    b = ranking_baselines(run)
     out["ranking.global_mean"] = _nan(b.get("global_mean"))
     out["ranking.user_item_bias"] = _nan(b.get("user_item_bias"))
   two = two_stage_metrics(run)

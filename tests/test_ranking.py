@@ -21,6 +21,7 @@ from tfx.utils import proto_utils
 from common import features as F
 from components import blessing_stage
 from pipeline import ranking_eval
+from trainer_modules import baselines
 from trainer_modules import ranking
 
 # Small data (1.2k training ratings): small batches, a few epochs. With the
@@ -233,7 +234,6 @@ def test_implicit_feedback_trains_engagement_alone(tiny_transformed, monkeypatch
                     planted["user_genre"][int(r[F.USER_ID]) - 1] for r in rows])
   assert scores[liked].mean() > scores[~liked].mean(), (
       scores[liked].mean(), scores[~liked].mean())
-  assert not os.path.exists(tmp_path / "r" / ranking.BASELINES_FILE)
 
 
 def test_in_batch_engagement_loss_log_q_accidental_hits_and_oov():
@@ -417,18 +417,22 @@ def test_rmse_gate_applies_to_the_overall_slice_only():
   assert len(config.slicing_specs) == 4  # overall + 3 slices still reported
 
 
-def test_baselines_written_beside_the_model(trained, tiny_transformed):
-  """Global mean and user+item bias RMSE on the same eval split, for the summary."""
-  path = trained["root"] / "model_run" / ranking.BASELINES_FILE
-  with open(path) as f:
-    b = json.load(f)
-  ratings = [r[F.USER_RATING] for r in tiny_transformed["rows"]["eval"]]
-  mean = np.mean([r[F.USER_RATING] for r in tiny_transformed["rows"]["train"]])
+def test_model_beats_both_rating_baselines_on_planted_data(trained, tiny_transformed):
+  """The user+item bias the TwoStageEvaluator's blessing compares with
+  (trainer_modules/baselines.py), on the same split: the model beats it."""
+  train, rows = tiny_transformed["rows"]["train"], tiny_transformed["rows"]["eval"]
+  ratings = np.array([r[F.USER_RATING] for r in rows])
+  ids = lambda rs, key: np.array([r[key] for r in rs]).astype("S")
+  b = baselines.rating_baselines(
+      ids(train, F.USER_ID), ids(train, F.MOVIE_ID),
+      np.array([r[F.USER_RATING] for r in train], np.float32),
+      ids(rows, F.USER_ID), ids(rows, F.MOVIE_ID), ratings.astype(np.float32))
+  mean = np.mean([r[F.USER_RATING] for r in train])
   assert b["global_mean"] == pytest.approx(
-      math.sqrt(np.mean((np.array(ratings) - mean) ** 2)), rel=1e-4)
+      math.sqrt(np.mean((ratings - mean) ** 2)), rel=1e-4)
   assert 0 < b["user_item_bias_train"] < b["global_mean"]  # biases fit training data
-  rows = tiny_transformed["rows"]["eval"]
+  assert not os.path.exists(trained["root"] / "model_run" / "baselines.json")
   pred = _serve(trained["model_uri"], [_without_label(r) for r in rows])
-  model_rmse = math.sqrt(np.mean((pred - np.array(ratings)) ** 2))
+  model_rmse = math.sqrt(np.mean((pred - ratings) ** 2))
   # Planted user x genre interactions: the model beats both baselines.
   assert model_rmse < min(b["global_mean"], b["user_item_bias"]), (model_rmse, b)

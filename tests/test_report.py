@@ -105,8 +105,11 @@ def _snapshot(out_dir, metadata_path):
   snap["retrieval_headline"] = retrieval_eval.custom_properties[
       snap["retrieval_metrics"]["blessing"]["metric"]].double_value
   ranking_run = art("RankingTrainer", "model_run").uri
-  with open(os.path.join(ranking_run, "baselines.json")) as f:
-    snap["ranking_baselines"] = json.load(f)
+  with open(os.path.join(art("TwoStageEvaluator", "evaluation").uri,
+                         "metrics.json")) as f:
+    rating = json.load(f)["rating"]
+  snap["ranking_baselines"] = {"global_mean": rating["global_mean_rmse"],
+                               "user_item_bias": rating["user_item_bias_rmse"]}
   snap["ranking_model_run"] = ranking_run
   snap["retrieval_model_run"] = art("RetrievalTrainer", "model_run").uri
   snap["ranking_tfma"] = run_report.ranking_overall_metrics(
@@ -216,6 +219,7 @@ def test_report_numbers_equal_the_artifacts(runs):
           assert p.value(f"retrieval.{scorer}.{group}.{key}") == value, (scorer, group, key)
           compared += 1
   assert compared >= 20
+  assert len(snap["ranking_baselines"]) == 2  # the TwoStageEvaluator's
   for key, value in snap["ranking_baselines"].items():
     assert p.value(f"ranking.baseline.{key}") == value
   rmse = snap["ranking_tfma"]["model"]["root_mean_squared_error"]

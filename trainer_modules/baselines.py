@@ -1,9 +1,10 @@
 """Trivial rating baselines, computed on the same split as the model.
 
 A ranking model is only worth serving if it beats predicting the global mean
-and a regularized user + item bias model. The ranking trainer writes both
-next to its model (`baselines.json` in the ModelRun directory, shown in the
-run summary), and benchmarks/ranking_quality.py uses the same code.
+and a regularized user + item bias model. The TwoStageEvaluator computes
+both on the raw train/eval split (its blessing needs the ranking model's
+RMSE below the bias baseline; the run summary and report show them), and
+benchmarks/ranking_quality.py uses the same code.
 """
 from __future__ import annotations
 

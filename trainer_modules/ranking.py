@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -711,41 +710,3 @@ def run_fn(fn_args) -> None:
          stats["user_table"])
   warm_start.save(serving_dir, model, tft_output, model.row_features(), "ranking")
   warm_start.write_report(run_dir, start)
-  if run_dir and has_rating:
-    write_baselines(fn_args, tft_output, run_dir)
-
-
-BASELINES_FILE = "baselines.json"
-
-
-def _ids_and_labels(file_patterns, tft_output):
-  """Raw user and movie ids (fixed-width bytes arrays) and labels."""
-  users, items, labels = [], [], []
-  for batch in model_parts.make_dataset(
-      file_patterns, tft_output, batch_size=8192, shuffle=False, num_epochs=1,
-      features=(F.T_RAW_USER_ID, F.T_RAW_MOVIE_ID, F.T_LABEL)):
-    users.append(np.reshape(batch[F.T_RAW_USER_ID].numpy(), [-1]).astype("S"))
-    items.append(np.reshape(batch[F.T_RAW_MOVIE_ID].numpy(), [-1]).astype("S"))
-    labels.append(np.reshape(batch[F.T_LABEL].numpy(), [-1]).astype(np.float32))
-  cat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros([0], dtype)
-  return cat(users, "S1"), cat(items, "S1"), cat(labels, np.float32)
-
-
-def write_baselines(fn_args, tft_output,
-                    run_dir: Optional[str] = None) -> Dict[str, float]:
-  """Global-mean and user+item-bias RMSE on the eval split, beside the model.
-
-  Written to <model_run_dir>/baselines.json so the run summary can put the
-  model's TFMA RMSE next to them (same split, same run).
-  """
-  import json  # pylint: disable=g-import-not-at-top
-  from trainer_modules import baselines  # pylint: disable=g-import-not-at-top
-  train = _ids_and_labels(fn_args.train_files, tft_output)
-  test = _ids_and_labels(fn_args.eval_files, tft_output)
-  result = baselines.rating_baselines(*train, *test)
-  run_dir = run_dir or fn_args.model_run_dir
-  tf.io.gfile.makedirs(run_dir)
-  with tf.io.gfile.GFile(os.path.join(run_dir, BASELINES_FILE), "w") as f:
-    json.dump(result, f, indent=2)
-  logging.info("Ranking baselines on the eval split: %s", result)
-  return result
