@@ -93,6 +93,34 @@ def test_history_max_len_subsamples_only_long_histories_in_training():
     model_parts.UserHistory(hist, 2000, 1, max_len=0)
 
 
+def test_long_histories_are_drawn_from_their_own_movies_without_the_target():
+  """A capped row reads at most max_len / (1 - dropout) entries, all of them
+  the user's own movies, never the row's target, and their mean estimates
+  the whole history's mean (what serving pools)."""
+  rng = np.random.default_rng(1)
+  hist = [np.sort(rng.choice(5000, 3000, replace=False)), np.arange(10, 40)]
+  layer = model_parts.UserHistory(hist, num_movies=5000, dim=1, dropout=0.2,
+                                  max_len=80)  # cap = 100 entries
+  layer(tf.constant([0]))
+  layer.embedding.embeddings.assign(
+      rng.normal(size=(5000, 1)).astype(np.float32))
+  target = int(hist[0][7])
+  tf.random.set_seed(11)
+  means = []
+  for _ in range(200):
+    h = layer.masked(tf.constant([0, 1]), target=tf.constant([target, 12]),
+                     training=True)
+    long_row, short_row = h[0].numpy(), h[1].numpy()
+    assert len(long_row) <= 100 and set(long_row) <= set(hist[0])
+    assert target not in long_row
+    assert set(short_row) <= set(hist[1]) - {12} and len(short_row) <= 29
+    means.append(float(layer.pool(h)[0, 0]))
+  table = layer.embedding.embeddings.numpy()[:, 0]
+  full = table[hist[0][hist[0] != target]].mean()
+  assert abs(np.mean(means) - full) < 0.02, (np.mean(means), full)
+  assert np.std(means) > 0.01  # a different draw each step
+
+
 def test_user_table_side_features_first_row_context_last_row():
   users = np.array([b"b", b"a", b"b", b"a"])
   values = {F.T_USER_GENDER: np.array([1, 0, 2, 2]),

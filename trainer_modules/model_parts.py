@@ -24,6 +24,7 @@ this module holds that once:
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -375,13 +376,14 @@ class UserHistory(keras.layers.Layer):
   history it will see at serving (all training movies).
 
   `max_len` bounds the cost of a training step: a history longer than
-  max_len / (1 - dropout) keeps each movie with probability max_len / its
-  length instead, so about max_len movies enter the mean. On heavy-tailed
-  data the row-weighted history length grows with the catalogue (1M
-  synthetic ml-25m-format ratings: 580, the longest 2,250), and with it the
-  pooling cost per row; a random subset's mean is an unbiased estimate of the
-  full mean that serving pools. With the defaults (500, dropout 0.2) no
-  ml-100k history (the longest 590) is affected.
+  cap = max_len / (1 - dropout) is represented by `cap` movies drawn from it
+  at random (with replacement), then dropped out as the others, so about
+  max_len movies enter the mean, and a step reads at most `cap` entries of
+  a row's history whatever its length. On heavy-tailed data the
+  row-weighted history length grows with the data (synthetic
+  ml-25m-format ratings: 580 at 1M, 720 at 10M, the longest thousands),
+  and with it the pooling cost per row; a random subset's mean is an
+  unbiased estimate of the full mean that serving pools.
   """
 
   def __init__(self, history: Sequence[np.ndarray], num_movies: int, dim: int,
@@ -397,6 +399,8 @@ class UserHistory(keras.layers.Layer):
                                name="history_values")
     self._splits = tf.Variable(splits, trainable=False, name="history_splits")
     self._dropout = float(dropout)
+    if not 0.0 <= self._dropout < 1.0:
+      raise ValueError(f"history dropout must be in [0, 1), got {dropout}")
     if max_len is not None and int(max_len) < 1:
       raise ValueError(f"history max_len must be at least 1, got {max_len}")
     self._max_len = int(max_len) if max_len else None
@@ -418,29 +422,53 @@ class UserHistory(keras.layers.Layer):
     """The histories [batch, None] without the target, after dropout (and
     subsampled to about max_len movies in training).
 
-    One mask over the flat values (target, dropout and the length cap
-    together) and one rebuild from row ids: ragged boolean masks per step
-    cost more than the pooling itself.
+    One mask over the flat values (target and dropout together) and one
+    rebuild from row ids: ragged boolean masks per step cost more than the
+    pooling itself.
     """
-    hist = self.histories(user_idx)
+    if training and self._capped:
+      flat, rows, nrows = self._sampled(user_idx)
+    else:
+      hist = self.histories(user_idx)
+      flat, rows, nrows = hist.flat_values, hist.value_rowids(), hist.nrows()
     drop_target = target is not None
-    drop_random = training and (self._dropout > 0 or self._capped)
+    drop_random = training and self._dropout > 0
     if not (drop_target or drop_random):
-      return hist
-    flat, rows = hist.flat_values, hist.value_rowids()
+      return tf.RaggedTensor.from_value_rowids(flat, rows, nrows=nrows,
+                                               validate=False)
     keep = tf.ones_like(flat, tf.bool)
     if drop_target:
       keep = tf.not_equal(flat, tf.gather(
           tf.cast(tf.reshape(target, [-1]), tf.int64), rows))
     if drop_random:
-      keep_prob = tf.fill(tf.shape(flat), 1.0 - self._dropout)
-      if self._capped:
-        lengths = tf.cast(tf.gather(hist.row_lengths(), rows), tf.float32)
-        keep_prob = tf.minimum(keep_prob, self._max_len / lengths)
-      keep = keep & (tf.random.uniform(tf.shape(flat)) < keep_prob)
+      keep = keep & (tf.random.uniform(tf.shape(flat)) < 1.0 - self._dropout)
     return tf.RaggedTensor.from_value_rowids(
         tf.boolean_mask(flat, keep), tf.boolean_mask(rows, keep),
-        nrows=hist.nrows(), validate=False)
+        nrows=nrows, validate=False)
+
+  def _sampled(self, user_idx: tf.Tensor):
+    """(movies, row ids, rows) of each row's history, a history longer than
+    cap = max_len / (1 - dropout) replaced by `cap` of its movies drawn at
+    random: the entries are read directly, so the cost is at most `cap`
+    per row, not the history's length."""
+    user_idx = tf.clip_by_value(tf.cast(tf.reshape(user_idx, [-1]), tf.int64),
+                                0, self._num_rows - 1)
+    start = tf.gather(self._splits, user_idx)
+    length = tf.gather(self._splits, user_idx + 1) - start
+    cap = tf.constant(int(math.ceil(self._max_len / (1.0 - self._dropout))),
+                      tf.int64)
+    count = tf.minimum(length, cap)
+    nrows = tf.size(user_idx, out_type=tf.int64)
+    rows = tf.repeat(tf.range(nrows), count)
+    offset = tf.range(tf.reduce_sum(count)) - tf.gather(
+        tf.cumsum(count, exclusive=True), rows)
+    row_length = tf.gather(length, rows)
+    drawn = tf.cast(tf.random.uniform(tf.shape(offset), dtype=tf.float64)
+                    * tf.cast(row_length, tf.float64), tf.int64)
+    position = tf.where(row_length <= cap, offset,
+                        tf.minimum(drawn, row_length - 1))
+    flat = tf.gather(self._values, tf.gather(start, rows) + position)
+    return tf.cast(flat, tf.int64), rows, nrows
 
   def pool(self, hist: tf.RaggedTensor) -> tf.Tensor:
     """Mean embedding of each history (zeros for an empty one).
