@@ -289,7 +289,7 @@ def quality_table(runs: List[Dict]) -> str:
   for r in runs:
     q = r.get("quality") or {}
     ret, two, rating = q.get("retrieval", {}), q.get("two_stage", {}), q.get("rating") or {}
-    nd = lambda row: two.get(row, {}).get("ndcg@10")
+    nd = lambda row: (two.get(row) or {}).get("ndcg@10")  # None: skipped (EASE)
     rows.append([f"{r['ratings']:,}", f(ret.get("model")), f(ret.get("popularity")),
                  f(nd("two_stage")), f(nd("retrieval_only")), f(nd("ease")),
                  f(nd("most_popular")), f(rating.get("rmse")),

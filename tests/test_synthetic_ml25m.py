@@ -159,7 +159,10 @@ def test_scale_benchmark_reads_quality_of_the_newest_evaluations(tmp_path):
   q = scale.quality(str(tmp_path))
   assert q["retrieval"]["model"] == 0.49
   assert q["two_stage"] == rows and q["ranking_blessed"] is False
+  skipped = dict(q, two_stage=dict(rows, ease=None))  # EASE above MAX_ITEMS
   table = scale.quality_table([{"ratings": 1000, "quality": q},
-                               {"ratings": 2000, "quality": {}}])
+                               {"ratings": 2000, "quality": {}},
+                               {"ratings": 3000, "quality": skipped}])
   assert "0.4900" in table and "0.4300" in table and "0.8700" in table
+  assert table.splitlines()[3].split()[5] == "-"  # the skipped EASE column
   assert scale.quality(str(tmp_path / "empty")) == {}
