@@ -339,6 +339,18 @@ def _overall_rmse(evaluation):
   raise AssertionError("no overall slice")
 
 
+def test_eval_metrics_are_batched_keras_metrics_not_tfma_combiners():
+  """TFMA resolves a class_name among its own metrics before `module`."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from tensorflow_model_analysis.metrics import metric_specs  # pylint: disable=g-import-not-at-top
+  config = ranking_eval.ranking_eval_config()
+  [spec] = config.metrics_specs
+  kinds = {m.class_name: metric_specs.metric_instance(m) for m in spec.metrics}
+  for name in ("RootMeanSquaredError", "BatchedMeanAbsoluteError"):
+    assert isinstance(kinds[name], tf_keras.metrics.Metric), name
+  assert kinds["BatchedMeanAbsoluteError"].name == ranking_eval.MAE_METRIC
+
+
 def test_evaluator_blesses_trained_model_and_pusher_pushes(
     trained, tiny_transformed, tmp_path):
   config = ranking_eval.ranking_eval_config(rmse_upper_bound=1.0)
