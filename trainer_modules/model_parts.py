@@ -59,8 +59,9 @@ def vocab_sizes(tft_output: tft.TFTransformOutput,
           for n in names if n in present}
 
 
-def _gzip_reader(filenames):
-  return tf.data.TFRecordDataset(filenames, compression_type="GZIP")
+# Records parsed per batch in parallel (what make_batched_features_dataset
+# used by default).
+PARSER_THREADS = 2
 
 
 def make_dataset(file_patterns: Sequence[str],
@@ -72,8 +73,15 @@ def make_dataset(file_patterns: Sequence[str],
                  features: Optional[Sequence[str]] = None) -> tf.data.Dataset:
   """Batches of transformed features (a dict, label included) from TFRecords.
 
-  `features` limits the parsed features to these names (a pass that needs
-  only ids and labels skips parsing the rest).
+  The pipeline of tf.data.experimental.make_batched_features_dataset (files
+  in shuffled order, records shuffled over a 10,000 buffer, repeated,
+  batched, each batch parsed with tf.io.parse_example) without its
+  ParallelInterleaveDataset, which hands every record from a reader thread
+  over to the consumer: on one GZIP file of 2M transformed examples that
+  hand-over made a pass take 47 s instead of 5 s, and the trainers' passes
+  over 8M training rows minutes. `features` limits the parsed features to
+  these names (a pass that needs only ids and labels skips parsing the
+  rest). num_epochs None repeats forever and drops the last partial batch.
   """
   spec = tft_output.transformed_feature_spec()
   if features is not None:
@@ -83,17 +91,16 @@ def make_dataset(file_patterns: Sequence[str],
     files.extend(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f"No transformed examples match {list(file_patterns)}")
-  return without_autotune_model(tf.data.experimental.make_batched_features_dataset(
-      file_pattern=sorted(files),
-      batch_size=batch_size,
-      features=spec,
-      reader=_gzip_reader,
-      num_epochs=num_epochs,
-      shuffle=shuffle,
-      shuffle_seed=seed,
-      shuffle_buffer_size=10_000,
-      prefetch_buffer_size=tf.data.AUTOTUNE,
-      drop_final_batch=False))
+  names = tf.data.Dataset.from_tensor_slices(sorted(files))
+  if shuffle:
+    names = names.shuffle(len(files), seed=seed)
+  ds = tf.data.TFRecordDataset(names, compression_type="GZIP")
+  if shuffle:
+    ds = ds.shuffle(10_000, seed=seed)
+  ds = ds.repeat(num_epochs).batch(batch_size, drop_remainder=num_epochs is None)
+  ds = ds.map(lambda records: tf.io.parse_example(records, spec),
+              num_parallel_calls=PARSER_THREADS)
+  return without_autotune_model(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def save_signatures(module: tf.Module, export_dir: str,
