@@ -192,3 +192,39 @@ def test_datasets_run_without_the_autotune_model():
       lambda x: x * 2, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
   assert ds.options().autotune.enabled is False
   assert list(ds.as_numpy_iterator()) == [0, 2, 4, 6, 8]
+
+
+class _Spec:
+  """The part of a TFTransformOutput that make_dataset reads."""
+
+  def transformed_feature_spec(self):
+    return {"a": tf.io.FixedLenFeature([], tf.int64),
+            "w": tf.io.VarLenFeature(tf.int64)}
+
+
+def test_make_dataset_reads_every_record_batched_and_parsed(tmp_path):
+  for shard, values in (("b", range(7, 10)), ("a", range(7))):  # name order
+    with tf.io.TFRecordWriter(str(tmp_path / f"{shard}.gz"), "GZIP") as w:
+      for v in values:
+        w.write(tf.train.Example(features=tf.train.Features(feature={
+            "a": tf.train.Feature(int64_list=tf.train.Int64List(value=[v])),
+            "w": tf.train.Feature(int64_list=tf.train.Int64List(
+                value=list(range(v % 3))))})).SerializeToString())
+  pattern = [str(tmp_path / "*.gz")]
+  batches = list(model_parts.make_dataset(pattern, _Spec(), 4, shuffle=False,
+                                          num_epochs=1))
+  assert [b["a"].numpy().tolist() for b in batches] == [
+      [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # files in name order, last batch kept
+  assert isinstance(batches[0]["w"], tf.SparseTensor)
+  assert tf.sparse.to_dense(batches[0]["w"]).numpy().tolist() == [
+      [0, 0], [0, 0], [0, 1], [0, 0]]
+  shuffled = list(model_parts.make_dataset(pattern, _Spec(), 4, shuffle=True,
+                                           num_epochs=1, seed=3))
+  order = [v for b in shuffled for v in b["a"].numpy().tolist()]
+  assert sorted(order) == list(range(10)) and order != list(range(10))
+  endless = model_parts.make_dataset(pattern, _Spec(), 4, shuffle=True, seed=3,
+                                     features=["a"])
+  first = list(endless.take(6))
+  assert all(b["a"].shape == (4,) for b in first)  # full batches only
+  assert set(first[0]) == {"a"}
+  assert endless.options().autotune.enabled is False
