@@ -130,7 +130,12 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "temperature": 1.0,
     "history": True,               # the user's rated movies in the user vector
     "history_dropout": 0.2,
-    "history_max_len": 500,        # in training (model_parts.UserHistory)
+    # In training at most ~this many of a user's movies enter the history
+    # mean (model_parts.UserHistory). 500 -> 200 at 10M synthetic ratings:
+    # a training step 43 -> 32 ms (100: 23 ms); quality kept at 100
+    # on ml-100k (two-stage nDCG@10 0.4539 vs 0.4536, 3 seeds) and 1M
+    # (hit@100 excl. seen 0.4885 vs 0.4878, RMSE 0.7857 vs 0.7844).
+    "history_max_len": 200,
     # A full movie × movie weight over the user's history in the engagement
     # score (model_parts.ItemItem) for movie vocabularies up to this size
     # (0: off), with this L2. Off by default: on ml-100k it moved two-stage

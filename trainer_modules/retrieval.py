@@ -115,7 +115,12 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     # the query tower (model_parts.UserHistory), with this dropout.
     "history": True,
     "history_dropout": 0.2,
-    "history_max_len": 500,        # in training (model_parts.UserHistory)
+    # In training at most ~this many of a user's movies enter the history
+    # mean (model_parts.UserHistory). 500 -> 200 at 10M synthetic ratings:
+    # a training step 127 -> 87 ms (100: 76 ms); quality kept at 100
+    # on ml-100k (two-stage nDCG@10 0.4539 vs 0.4536, 3 seeds) and 1M
+    # (hit@100 excl. seen 0.4885 vs 0.4878, RMSE 0.7857 vs 0.7844).
+    "history_max_len": 200,
     # Negatives: "full" scores every catalogue movie at every step (a true
     # softmax over the catalogue), "in_batch" uses the other movies of the
     # batch (with log-Q correction); "auto" picks full up to
