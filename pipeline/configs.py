@@ -33,8 +33,18 @@ def output_paths(output_dir: str) -> dict:
   }
 
 
-# Beam: DirectRunner in_memory was measured faster than multi_processing at
-# MovieLens-100K size on 2 cores. Override with local_runner --beam-args.
+# Beam: the DirectRunner in one process (in_memory). Measured on 2 cores at
+# 1M synthetic ml-25m-format ratings (benchmarks/scale.py), wall / CPU s:
+#   in_memory                       StatisticsGen 19 / 18, Transform 55 / 54,
+#                                   RankingEvaluator (TFMA) 42 / 44
+#   multi_processing, 2 workers     StatisticsGen 24 / 39, Transform 50 / 84,
+#                                   RankingEvaluator 58 / 60
+#   multi_threading, 2 workers      StatisticsGen 22, Transform 64
+# A second worker process costs more in moving elements between processes
+# than it gains (the CPU time nearly doubles); these components stay linear
+# in the data (~20, ~55 and ~40 s per million ratings) on one core, and on a
+# cluster runner (--beam-args, README "Scaling out") they spread over its
+# workers. Override with local_runner --beam-args.
 def merged_beam_args(extra: str) -> List[str]:
   """BEAM_PIPELINE_ARGS with the user's flags (one shell-quoted string) added,
   a user flag replacing the same-named default."""
