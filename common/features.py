@@ -192,6 +192,20 @@ def _feature_value(spec: Feature, value) -> bytes:
   return _delimited(b"\x1a", _delimited(b"\x0a", packed) if packed else b"")
 
 
+def _contract_items(row: Mapping[str, object]):
+  """(name, Feature, value) of a raw row's features. Keys not in the
+  contract are rejected (a typo would silently drop data); values of None
+  are left out, which is how a source lacks a feature."""
+  for name, value in row.items():
+    if value is None:
+      continue
+    spec = FEATURES.get(name)
+    if spec is None:
+      raise KeyError(f"{name!r} is not a feature of the contract "
+                     f"(known: {', '.join(FEATURES)})")
+    yield name, spec, value
+
+
 # Each feature's map-entry key (MapEntry.key = 1), serialized once.
 _ENTRY_KEYS = {name: _delimited(b"\x0a", name.encode("utf-8")) for name in FEATURES}
 
@@ -201,13 +215,7 @@ def features_bytes(row: Mapping[str, object]) -> bytes:
   builds, as bytes). The entries of two such strings may be concatenated
   (e.g. a user's and a movie's) into one Features message."""
   out = []
-  for name, value in row.items():
-    if value is None:
-      continue
-    spec = FEATURES.get(name)
-    if spec is None:
-      raise KeyError(f"{name!r} is not a feature of the contract "
-                     f"(known: {', '.join(FEATURES)})")
+  for name, spec, value in _contract_items(row):
     feature = _feature_value(spec, value)  # MapEntry.value = 2
     entry = _ENTRY_KEYS[name] + b"\x12" + _varint(len(feature)) + feature
     out.append(b"\x0a" + _varint(len(entry)) + entry)  # Features.feature = 1
@@ -225,21 +233,12 @@ def serialize_example(row: Mapping[str, object]) -> bytes:
 
 
 def to_tf_example(row: Mapping[str, object]):
-  """Builds a tf.train.Example from a dict of raw contract features.
-
-  Keys not in the contract are rejected (a typo would silently drop data);
-  values of None are left out, which is how a source lacks a feature.
-  """
+  """Builds a tf.train.Example from a dict of raw contract features
+  (`_contract_items`: unknown keys are errors, None values left out)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   feature = {}
-  for name, value in row.items():
-    if value is None:
-      continue
-    spec = FEATURES.get(name)
-    if spec is None:
-      raise KeyError(f"{name!r} is not a feature of the contract "
-                     f"(known: {', '.join(FEATURES)})")
+  for name, spec, value in _contract_items(row):
     values = list(value) if spec.varlen else [value]
     if spec.dtype == BYTES:
       values = [v.encode("utf-8") if isinstance(v, str) else bytes(v)
