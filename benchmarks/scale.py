@@ -350,7 +350,7 @@ def fit(runs: List[Dict]) -> Dict[str, Dict]:
 
 
 def table(runs: List[Dict], slopes: Dict[str, Dict]) -> str:
-  """Components down, N across: wall s / CPU s (peak RSS GB), then slopes."""
+  """Components down, N across: wall s / CPU s (peak RSS GiB), then slopes."""
   ns = [r["ratings"] for r in runs]
   names: List[str] = []
   for r in runs:
@@ -368,7 +368,7 @@ def table(runs: List[Dict], slopes: Dict[str, Dict]) -> str:
         cells.append("-")
       else:
         cells.append(f"{c['wall_seconds']:.0f}s / {c['cpu_seconds']:.0f}s "
-                     f"({gb(c['peak_rss_bytes'])} GB)"
+                     f"({gb(c['peak_rss_bytes'])} GiB)"
                      + (" cached" if c.get("cached") else ""))
     s = slopes.get(name, {})
     cells.append(f"{s.get('wall_slope')} / {s.get('cpu_slope')}" if s else "-")
@@ -439,7 +439,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       shutil.rmtree(out_dir, ignore_errors=True)
     print(f"   exit {run['exit_code']}, {run['wall_seconds']:.0f} s wall, "
           f"{run['cpu_seconds']:.0f} s CPU, peak RSS "
-          f"{run['peak_rss_bytes'] / 2**30:.2f} GB", flush=True)
+          f"{run['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
     result["runs"].append({
         "ratings": n, "users": data["users"], "movies": data["movies"],
         "data": {k: data[k] for k in ("seed", "ratings_per_user",
