@@ -127,6 +127,24 @@ def test_ease_two_items_closed_form_and_lambda_shrinks():
     ease.fit(x, lam=0.0)
 
 
+def test_ease_gram_in_blocks_equals_the_whole_product_and_float32_fit_matches_float64(
+    monkeypatch):
+  rng = np.random.default_rng(3)
+  lengths = [1, 40, 2, 7, 0, 3, 25, 5]  # row 1 alone exceeds the block budget
+  u = np.repeat(np.arange(len(lengths)), lengths)
+  i = np.concatenate([rng.choice(60, n, replace=False) for n in lengths])
+  x = topk.user_item_matrix(u, i, len(lengths), 60)
+  whole = np.asarray((x.T @ x).todense())
+  for budget in (1, 30, 100, 10_000):  # one row per block ... all in one
+    monkeypatch.setattr(ease, "_GRAM_BLOCK_ENTRIES", budget)
+    np.testing.assert_array_equal(ease.gram(sparse.csr_matrix(x, dtype=np.float32)), whole)
+  # Above _FLOAT64_BELOW items the fit runs in float32 (in place): same B.
+  monkeypatch.setattr(ease, "_GRAM_BLOCK_ENTRIES", 30)
+  exact = ease.fit(x, lam=2.0)
+  monkeypatch.setattr(ease, "_FLOAT64_BELOW", 0)
+  np.testing.assert_allclose(ease.fit(x, lam=2.0), exact, atol=1e-5)
+
+
 def test_ease_skip_reason_above_max_items():
   assert ease.can_fit(ease.MAX_ITEMS) is None
   reason = ease.can_fit(ease.MAX_ITEMS + 1)
