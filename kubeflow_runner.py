@@ -201,13 +201,14 @@ def _keep_stage_filters(spec: dict) -> None:
 
   See components/blessing_stage.py: the compiled LatestBlessedModelStrategy
   query matches any blessed ModelBlessing; each stage's query gets its
-  `blessing_stage` so retrieval and ranking baselines never mix.
+  served stage ("retrieval_served", "ranking_served"), so the baseline is the
+  model that stage's ServingPusher pushed and the stages never mix.
   """
   from components import blessing_stage  # pylint: disable=g-import-not-at-top
   from pipeline import ranking_branch, retrieval_branch  # pylint: disable=g-import-not-at-top
 
-  stages = {retrieval_branch.RESOLVER_ID: blessing_stage.RETRIEVAL,
-            ranking_branch.RESOLVER_ID: blessing_stage.RANKING}
+  stages = {retrieval_branch.RESOLVER_ID: blessing_stage.served_stage(blessing_stage.RETRIEVAL),
+            ranking_branch.RESOLVER_ID: blessing_stage.served_stage(blessing_stage.RANKING)}
   executors = spec.get("pipelineSpec", spec)["deploymentSpec"]["executors"]
   stages = {r: s for r, s in stages.items()
             if f"{r}-model-blessing-resolver_executor" in executors}

@@ -15,7 +15,10 @@ stock TFMA Evaluator, tags its RMSE-threshold blessing "ranking_rating",
 which only feeds the TwoStageEvaluator, so a stage-filtered query for
 "ranking" finds only the blessings the RankingPusher follows), and
 kubeflow_runner.py adds `metadata.blessing_stage.string_value="<stage>"` to
-each stage's compiled blessing query (`add_stage_filters`).
+each stage's compiled blessing query (`add_stage_filters`). The baseline
+resolvers read the ServingPusher's `served_blessing` (blessed only when the
+model was pushed, components/serving_pusher.py), tagged "<stage>_served"
+(`served_stage`): the query each resolver compiles to.
 """
 from __future__ import annotations
 
@@ -36,6 +39,13 @@ STAGE_PROPERTY = "blessing_stage"
 RETRIEVAL = "retrieval"
 RANKING = "ranking"
 RANKING_RATING = "ranking_rating"  # TFMA's RMSE blessing, an input of TwoStageEvaluator
+SERVED_SUFFIX = "_served"  # the ServingPusher's blessing: pushed, hence served
+
+
+def served_stage(stage: str) -> str:
+  """The tag of a stage's served blessing ("retrieval" → "retrieval_served"),
+  what that stage's baseline resolver reads."""
+  return stage + SERVED_SUFFIX
 
 
 def tag(blessing: types.Artifact, stage: str) -> None:

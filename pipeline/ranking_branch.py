@@ -1,4 +1,4 @@
-"""Ranking branch: Trainer → Evaluator (TFMA) → TwoStageEvaluator → Pusher.
+"""Ranking branch: Trainer → Evaluator (TFMA) → TwoStageEvaluator → ServingPusher.
 
 The TwoStageEvaluator (components/two_stage_evaluator) blesses the ranking
 model and the Pusher follows it: it scores, per eval user, the top-k that
@@ -13,11 +13,11 @@ TwoStageEvaluator → Pusher, no TFMA and no rating check.
 The stock TFX Evaluator (its blessing tagged "ranking_rating", see
 components/blessing_stage.py) runs TFMA on the raw eval split through the
 model's serving signature (pipeline/ranking_eval.py): RMSE/MAE sliced by user
-features, an absolute RMSE bound and a change threshold against the latest
-blessed *ranking* model (resolver filtered by producer: the
-TwoStageEvaluator's blessings), which is also the
+features, an absolute RMSE bound and a change threshold against the ranking
+model served now (the latest pushed one: a resolver over the ServingPusher's
+`served_blessing`, components/serving_pusher.py), which is also the
 Trainer's `base_model` (warm start, trainer_modules/warm_start.py). The
-Pusher only pushes a blessed model. With tune=True a Tuner
+Pusher only pushes a blessed model, atomically. With tune=True a Tuner
 (components/catalogue_tuner.py, trainer_modules/tuning.py) searches the
 trainer's hyperparameters first and the Trainer trains with the best ones.
 """
@@ -31,8 +31,9 @@ from components.blessing_stage import RankingEvaluator
 from components.catalogue_tuner import CatalogueTuner
 from components.resolvers import latest_blessed_model_resolver
 from components.two_stage_evaluator import TwoStageEvaluator
+from components.serving_pusher import SERVED_BLESSING_KEY, ServingPusher
+from common import versions
 from pipeline import configs
-from pipeline import pushing
 from pipeline import ranking_eval
 
 TRAINER_ID = "RankingTrainer"
@@ -52,9 +53,9 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
   if retrieval_trainer is None:
     raise ValueError("The ranking branch needs the retrieval branch's Trainer: "
                      "its blessing is the two-stage evaluation of both models")
-  # Resolved before this run's trainer: the model blessed in an earlier run.
-  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID,
-                                           TWO_STAGE_EVALUATOR_ID)
+  # Resolved before this run's trainer: the model an earlier run pushed.
+  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, PUSHER_ID,
+                                           blessing_key=SERVED_BLESSING_KEY)
   tuner = None
   if tune:  # trials are scored through serving_default on the raw examples
     tuner = CatalogueTuner(
@@ -90,6 +91,8 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
       k=configs.TWO_STAGE_K, n_candidates=configs.TWO_STAGE_N_CANDIDATES,
       ndcg_margin=configs.RANKING_NDCG_MARGIN,
       ease_lambda=configs.TWO_STAGE_EASE_LAMBDA).with_id(TWO_STAGE_EVALUATOR_ID)
-  pusher = pushing.blessed_model_pusher(trainer, two_stage, serving_dir, PUSHER_ID)
+  pusher = ServingPusher(
+      model=trainer.outputs["model"], model_blessing=two_stage.outputs["blessing"],
+      model_dir=serving_dir, stage=versions.RANKING).with_id(PUSHER_ID)
   return ([baseline] + ([tuner] if tuner else []) + [trainer]
           + ([evaluator] if evaluator else []) + [two_stage, pusher])

@@ -13,19 +13,16 @@ independent settings (0 = keep everything):
   `#` comments). serving/ pins only in-process (`recommend --version N`, a TF
   Serving `specific` version policy) where retention cannot see it: write
   such a version into KEEP to keep it;
-* incomplete version folders (no saved_model.pb, or a retrieval model without
-  assets.extra/manifest.json). The Pusher copies saved_model.pb last, so
-  "incomplete" cannot be told apart from "being written right now" (for
-  example by a Kubeflow run pushing to the same --serving-dir); they are not
-  counted either, and are listed so an interrupted push can be removed by hand.
-  (TF Serving may serve a retrieval version without the manifest: being
-  left alone, it is safe too.)
+* incomplete version folders (common/versions.py: VERSION.json missing or a
+  file not of the size it lists). The ServingPusher renames a version into
+  place whole, so an incomplete folder is a damaged version or one written
+  by another tool: not counted, not deleted, listed so it can be looked at.
 
 A version is deleted by renaming it to `.deleting-<version>-...` first (one
 atomic rename; neither serving/recommender.py nor TF Serving read folders that
 are not integers) and only then removing the files, so no reader ever sees a
-half-deleted version. Leftovers of an interrupted deletion are finished on the
-next prune.
+half-deleted version. Leftovers of an interrupted deletion, push or rollback
+(the hidden folders of common/versions.py) are removed on the next prune.
 
 **Pipeline runs** (`prune_runs`, --keep-runs N, default 10): the artifacts of
 `pipeline_run` contexts older than the newest N are deleted from disk and
@@ -55,8 +52,8 @@ newest N (`prune_logs`) go too. Executions, contexts and lineage stay in
 ML Metadata: they are small, and the history remains queryable.
 
 **Rollback** (`rollback`) copies an older complete version to a new, highest
-version number (copy into a hidden temp folder beside it, then one atomic
-rename) with ROLLBACK.json recording the source, so everything that serves
+version number (copy into a hidden temp folder beside it, VERSION.json
+written last, then one atomic rename) with ROLLBACK.json recording the source, so everything that serves
 "the highest complete version" switches to it without retraining.
 
 Callers hold the output directory's runner lock (pipeline/schedule.py), so
@@ -72,11 +69,12 @@ import shutil
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-MODELS = ("retrieval", "ranking")
+from common import versions
+from common.versions import DELETING_PREFIX, MODELS, ROLLBACK_TMP_PREFIX
+from common.versions import version_dirs
+
 PIN_FILE = "KEEP"
 ROLLBACK_FILE = "ROLLBACK.json"
-DELETING_PREFIX = ".deleting-"
-ROLLBACK_TMP_PREFIX = ".rollback-tmp-"
 DEFAULT_KEEP_VERSIONS = 5
 DEFAULT_KEEP_RUNS = 10
 
@@ -130,33 +128,6 @@ def safe_delete(path: str) -> int:
 # ---------------------------------------------------------------------------
 # Pushed versions.
 
-def is_complete(model: str, version_dir: str) -> bool:
-  """Mirrors serving.recommender.is_complete (which imports TensorFlow).
-
-  tests/test_retention.py checks that the two agree.
-  """
-  if not os.path.exists(os.path.join(version_dir, "saved_model.pb")):
-    return False
-  if model == "retrieval":
-    return os.path.exists(os.path.join(version_dir, "assets.extra", "manifest.json"))
-  return True
-
-
-def version_dirs(model_dir: str) -> Tuple[List[int], List[int]]:
-  """(complete versions, incomplete versions), each sorted ascending."""
-  model = os.path.basename(os.path.normpath(model_dir))
-  try:
-    names = os.listdir(model_dir)
-  except OSError:
-    return [], []
-  complete, incomplete = [], []
-  for n in names:
-    if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)):
-      (complete if is_complete(model, os.path.join(model_dir, n))
-       else incomplete).append(int(n))
-  return sorted(complete), sorted(incomplete)
-
-
 def read_pins(model_dir: str) -> Set[int]:
   """Version numbers in `<model_dir>/KEEP` (RetentionError if unreadable)."""
   path = os.path.join(model_dir, PIN_FILE)
@@ -190,11 +161,12 @@ def _finish_interrupted(parent: str, deleted: List[Deleted]) -> None:
   except OSError:
     return
   for n in names:
-    if n.startswith((DELETING_PREFIX, ROLLBACK_TMP_PREFIX)):
+    if n.startswith(versions.HIDDEN_PREFIXES):
       p = os.path.join(parent, n)
       size = _size(p)
       shutil.rmtree(p, ignore_errors=True)
-      deleted.append(Deleted("leftover of an interrupted deletion/rollback", p, size))
+      deleted.append(Deleted("leftover of an interrupted push/deletion/rollback",
+                             p, size))
 
 
 def prune_versions(serving_dir: str, keep: int, models: Iterable[str] = MODELS,
@@ -219,8 +191,9 @@ def prune_versions(serving_dir: str, keep: int, models: Iterable[str] = MODELS,
       say(f"  note: {model} version {v} is listed in {PIN_FILE} but not a "
           "complete version here")
     for v in incomplete:
-      say(f"  left alone: {model}/{v} is incomplete (being pushed, or an "
-          "interrupted push: delete it by hand if so)")
+      why = versions.why_incomplete(model, os.path.join(model_dir, str(v)))
+      say(f"  left alone: {model}/{v} is incomplete ({why}): serving skips "
+          "it; delete it by hand once looked at")
     for v in complete:
       if v in keep_set:
         continue
@@ -302,12 +275,12 @@ def rollback(serving_dir: str, model: str, version: Optional[int] = None,
   new_version = max(highest + 1, int(clock()))
   src = os.path.join(model_dir, str(version))
   tmp = os.path.join(model_dir, f"{ROLLBACK_TMP_PREFIX}{new_version}-{os.getpid()}")
-  dst = os.path.join(model_dir, str(new_version))
   shutil.copytree(src, tmp, symlinks=True)
   try:
     os.remove(os.path.join(tmp, ROLLBACK_FILE))  # a copy of a copy: rewritten
   except FileNotFoundError:
     pass
+  source = (versions.read_version_file(src) or {}).get("source", "")
   info = {"source_version": version, "origin_version": origin,
           "replaced_version": current, "new_version": new_version,
           "time": datetime.datetime.fromtimestamp(clock()).astimezone().isoformat(
@@ -315,7 +288,9 @@ def rollback(serving_dir: str, model: str, version: Optional[int] = None,
           "user": os.environ.get("USER", "")}
   with open(os.path.join(tmp, ROLLBACK_FILE), "w", encoding="utf-8") as f:
     json.dump(info, f, indent=1)
-  os.rename(tmp, dst)  # atomic: the new version appears whole
+  # VERSION.json last, then one rename: the new version appears whole.
+  dst = versions.publish_dir(tmp, model_dir, new_version, model,
+                             source=f"rollback of version {version}: {source}")
   return {"model": model, "source_version": version, "new_version": new_version,
           "replaced_version": current, "path": dst}
 

@@ -1,10 +1,11 @@
-"""Retrieval branch: two-tower Trainer → RetrievalEvaluator → Pusher.
+"""Retrieval branch: two-tower Trainer → RetrievalEvaluator → ServingPusher.
 
 The Trainer is the stock Trainer plus a `catalogue` input (every movie, so
-the exported BruteForce index covers the whole catalogue). The latest blessed
-*retrieval* model (resolver filtered by producer) is both the Trainer's
+the exported BruteForce index covers the whole catalogue). The retrieval
+model served now (the latest pushed one: a resolver over the ServingPusher's
+`served_blessing`, components/serving_pusher.py) is both the Trainer's
 `base_model` (warm start, trainer_modules/warm_start.py) and the evaluator's
-baseline, and the Pusher only pushes a blessed model. With tune=True a
+baseline, and the Pusher only pushes a blessed model, atomically. With tune=True a
 Tuner (components/catalogue_tuner.py, trainer_modules/tuning.py) searches the
 trainer's hyperparameters first and the Trainer trains with the best ones.
 """
@@ -17,8 +18,9 @@ from components.catalogue_trainer import CatalogueTrainer
 from components.catalogue_tuner import CatalogueTuner
 from components.retrieval_evaluator import RetrievalEvaluator
 from components.resolvers import latest_blessed_model_resolver
+from components.serving_pusher import SERVED_BLESSING_KEY, ServingPusher
+from common import versions
 from pipeline import configs
-from pipeline import pushing
 
 TRAINER_ID = "RetrievalTrainer"
 EVALUATOR_ID = "RetrievalEvaluator"
@@ -32,8 +34,9 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
            custom_config: Dict[str, Any], tune: bool = False,
            tune_trials: Optional[int] = None) -> List[Any]:
   del schema_gen  # the Transform output carries the schemas the trainer needs
-  # Resolved before this run's trainer: the model blessed in an earlier run.
-  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, EVALUATOR_ID)
+  # Resolved before this run's trainer: the model an earlier run pushed.
+  baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, PUSHER_ID,
+                                           blessing_key=SERVED_BLESSING_KEY)
   tuner = None
   if tune:
     tuner = CatalogueTuner(
@@ -58,5 +61,7 @@ def create(example_gen, transform, schema_gen, serving_dir: str,
       baseline_model=baseline.outputs["model"],
       margin_over_popularity=configs.RETRIEVAL_MARGIN_OVER_POPULARITY,
       baseline_tolerance=configs.RETRIEVAL_BASELINE_TOLERANCE).with_id(EVALUATOR_ID)
-  pusher = pushing.blessed_model_pusher(trainer, evaluator, serving_dir, PUSHER_ID)
+  pusher = ServingPusher(
+      model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+      model_dir=serving_dir, stage=versions.RETRIEVAL).with_id(PUSHER_ID)
   return [baseline] + ([tuner] if tuner else []) + [trainer, evaluator, pusher]

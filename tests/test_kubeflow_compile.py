@@ -38,7 +38,8 @@ def test_compiles_to_a_kfp_yaml_spec_with_every_component(tmp_path):
 
 def test_each_blessed_model_resolver_keeps_its_stage_filter(tmp_path):
   """KubeflowV2 compiles LatestBlessedModelStrategy into a query on any
-  blessed ModelBlessing; the runner re-adds each stage's filter."""
+  blessed ModelBlessing; the runner re-adds each stage's filter: the
+  blessings its ServingPusher wrote (the model served is the baseline)."""
   data = str(tmp_path / "ml-100k")
   synthetic_data.write_ml100k(data)
   out = str(tmp_path / "pipeline.json")
@@ -47,8 +48,8 @@ def test_each_blessed_model_resolver_keeps_its_stage_filter(tmp_path):
   with open(out) as f:
     spec = json.load(f)
   executors = spec.get("pipelineSpec", spec)["deploymentSpec"]["executors"]
-  for resolver, stage in (("LatestBlessedRetrievalModel", "retrieval"),
-                          ("LatestBlessedRankingModel", "ranking")):
+  for resolver, stage in (("LatestBlessedRetrievalModel", "retrieval_served"),
+                          ("LatestBlessedRankingModel", "ranking_served")):
     [query] = executors[f"{resolver}-model-blessing-resolver_executor"][
         "resolver"]["outputArtifactQueries"].values()
     assert 'schema_title="tfx.ModelBlessing"' in query["filter"]

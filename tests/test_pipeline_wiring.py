@@ -32,14 +32,16 @@ def test_movielens_pipeline_has_both_branches_after_the_gate(tmp_path):
 
 
 def _assert_two_stage_blesses_ranking(by_id, with_tfma):
-  """The RankingPusher and the ranking resolver follow TwoStageEvaluator."""
+  """The RankingPusher follows TwoStageEvaluator; the ranking resolver reads
+  what the RankingPusher served (the baseline is the model served)."""
   two_stage = by_id["TwoStageEvaluator"]
   assert two_stage.inputs["model"].producer_component_id == "RetrievalTrainer"
   assert two_stage.inputs["ranking_model"].producer_component_id == "RankingTrainer"
   assert by_id["RankingPusher"].inputs["model_blessing"].producer_component_id == \
       "TwoStageEvaluator"
   resolver = by_id["LatestBlessedRankingModel"].raw_inputs
-  assert resolver["model_blessing"].producer_component_id == "TwoStageEvaluator"
+  assert resolver["model_blessing"].producer_component_id == "RankingPusher"
+  assert resolver["model_blessing"].output_key == "served_blessing"
   assert resolver["model"].producer_component_id == "RankingTrainer"
   rating = two_stage.inputs.get("rating_blessing")
   if with_tfma:

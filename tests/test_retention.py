@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+from common import versions
+
 from pipeline import retention
 
 
@@ -133,6 +135,9 @@ def test_rollback_copies_previous_version_to_a_new_highest_one(tmp_path):
   assert info["source_version"] == 100 and info["replaced_version"] == 200
   content = _tree(new)
   del content[retention.ROLLBACK_FILE]
+  # Written last, VERSION.json lists every file of the copy (ROLLBACK.json too).
+  listed = json.loads(content.pop(versions.VERSION_FILE))["files"]
+  assert set(listed) == set(content) | {retention.ROLLBACK_FILE}
   assert content == _tree(os.path.join(serving, "ranking", "100"))
   assert retention.version_dirs(os.path.join(serving, "ranking"))[0][-1] == 201
   assert not [n for n in os.listdir(os.path.join(serving, "ranking"))
