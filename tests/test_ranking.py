@@ -22,6 +22,7 @@ from common import features as F
 from components import blessing_stage
 from pipeline import ranking_eval
 from trainer_modules import baselines
+from trainer_modules import configs
 from trainer_modules import ranking
 
 # Small data (1.2k training ratings): small batches, a few epochs. With the
@@ -264,14 +265,30 @@ def test_engagement_negatives_by_catalogue_size():
   assert not ranking.engagement_full(cfg, cfg["engagement_full_max_movies"] + 1)
   assert ranking.engagement_full(dict(cfg, engagement_negatives="full"), 10**6)
   assert not ranking.engagement_full(dict(cfg, engagement_negatives="in_batch"), 10)
-  with pytest.raises(ValueError, match="engagement_negatives"):
-    ranking.engagement_full(dict(cfg, engagement_negatives="sampled"), 10)
+  with pytest.raises(configs.ConfigError, match="engagement_negatives"):
+    ranking.resolve_config({"engagement_negatives": "sampled"})
 
 
 def test_config_validation():
-  assert ranking.resolve_config({"ranking": {"epochs": 3}, "other": 1})["epochs"] == 3
-  with pytest.raises(ValueError):
+  cfg = ranking.resolve_config({"epochs": 3})
+  assert cfg["epochs"] == 3 and cfg == dict(ranking.DEFAULT_CONFIG, epochs=3)
+  # Keys are flat: neither a nested "ranking" dict nor an unknown key passes.
+  for bad in ({"ranking": {"epochs": 3}}, {"other": 1}):
+    with pytest.raises(configs.ConfigError, match="unknown key"):
+      ranking.resolve_config(bad)
+  with pytest.raises(configs.ConfigError, match="architecture"):
     ranking.resolve_config({"architecture": "transformer"})
+
+
+def test_run_fn_stops_on_a_bad_config_before_reading_data(tmp_path):
+  """The config is checked first: nothing here exists to be read."""
+  for bad, match in (({"embeding_dim": 8}, "did you mean embedding_dim"),
+                     ({"epochs": -1}, "epochs should be greater than or equal to 0")):
+    with pytest.raises(configs.ConfigError, match=match):
+      ranking.run_fn(_fn_args({"train_pattern": "/nowhere/*", "eval_pattern": "/nowhere/*",
+                               "tft_dir": str(tmp_path / "none")},
+                              str(tmp_path / "model"), str(tmp_path / "run"),
+                              custom_config=bad))
 
 
 def test_dense_architecture_with_train_steps(tiny_transformed, tmp_path):

@@ -20,6 +20,7 @@ from tfx.utils import proto_utils
 from common import assets
 from common import features as F
 from components import catalogue_trainer
+from trainer_modules import configs
 from trainer_modules import retrieval_export
 
 RUN_FN = "trainer_modules.retrieval.run_fn"
@@ -125,6 +126,19 @@ def test_do_trains_and_exports(trained):
       "serving_default", "query_embedding", "candidate_embedding"}
   assert tf.io.gfile.glob(os.path.join(trained["run_dir"], "**", "*tfevents*")) or \
       tf.io.gfile.glob(os.path.join(trained["run_dir"], "*", "*tfevents*"))
+
+
+def test_a_bad_config_stops_the_component_with_a_config_error(tiny_transformed,
+                                                             tmp_path):
+  inputs, outputs, props, _ = _io(tiny_transformed, str(tmp_path))
+  for bad, match in (({"embeding_dim": 8}, "embeding_dim: unknown key; did you "
+                      "mean embedding_dim\\? allowed: .*batch_size"),
+                     ({"normalize": "yes"}, "normalize should be a valid boolean"),
+                     ({"epochs": -1}, "epochs should be greater than or equal to 0")):
+    props["custom_config"] = json_utils.dumps(dict(TEST_CONFIG, **bad))
+    with pytest.raises(configs.ConfigError, match=f"^retrieval config: {match}"):
+      catalogue_trainer.CatalogueExecutor().Do(inputs, outputs, props)
+  assert not tf.io.gfile.exists(os.path.join(outputs["model"][0].uri, "Format-Serving"))
 
 
 def test_in_batch_negatives_train_and_export(tiny_transformed, tmp_path):

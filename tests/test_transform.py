@@ -12,6 +12,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 
 from common import features as F
 from tests import tft_fixture
+from trainer_modules import configs
 from transform import preprocessing
 
 # The fixture's raw spec (the curated schema's shapes), without the label id.
@@ -149,3 +150,13 @@ def test_time_after_training_is_clipped(transformed):
   out = layer({F.TIMESTAMP: tf.constant([[11000], [10**10]], tf.int64)})
   norm = out[F.T_TIMESTAMP].numpy()
   assert norm[0] == pytest.approx(norm[1])  # far future == training max
+
+
+def test_a_bad_config_stops_preprocessing_fn_with_a_config_error():
+  """Raised before any input is read (Transform traces the fn first)."""
+  for bad, match in (({"min_user_cnt": 2}, "did you mean min_user_count"),
+                     ({"num_timestamp_buckets": 0}, "num_timestamp_buckets should be "
+                      "greater than or equal to 1"),
+                     ({"min_movie_count": "2"}, "min_movie_count should be a valid integer")):
+    with pytest.raises(configs.ConfigError, match=f"^transform config: .*{match}"):
+      preprocessing.preprocessing_fn({}, dict(CONFIG, **bad))

@@ -5,7 +5,7 @@ artifacts on the tiny Transform fixture, then that stage's Trainer executor
 given the best_hyperparameters artifact: the values must be what the Trainer
 trained with (retrieval: the export's manifest config; ranking: the
 embedding width of the SavedModel's variables). Plus the search space,
-hyperparameter_values() and create_pipeline(tune=...) wiring.
+configs.hyperparameter_values() and create_pipeline(tune=...) wiring.
 """
 import json
 import os
@@ -25,6 +25,7 @@ from components import catalogue_trainer
 from components import catalogue_tuner
 from pipeline import pipeline as pipeline_lib
 from tests import synthetic_data
+from trainer_modules import configs
 from trainer_modules import retrieval
 from trainer_modules import retrieval_export
 from trainer_modules import tuning
@@ -192,29 +193,39 @@ def test_ranking_search_and_best_values_reach_the_trainer(tiny_transformed,
 # --------------------------------------------------------------------------
 # Pieces.
 
-def test_search_space_is_filtered_by_the_trainer_config_keys():
+def test_search_space_merges_overrides_and_rejects_unknown_keys():
   hps = tuning.search_space(
+      "retrieval",
       {"embedding_dim": [32, 64], "learning_rate": {"min": 1e-3, "max": 1e-1,
                                                      "sampling": "log"},
-       "epochs": {"min": 2, "max": 4}, "gone": [1, 2]},
-      defaults={"embedding_dim": 64, "learning_rate": 0.01, "epochs": 5, "l2": 0.0},
+       "epochs": {"min": 2, "max": 4}},
       overrides={"epochs": None, "l2": 0.5})
   by_name = {h.name: h for h in hps.space}
   assert set(by_name) == {"embedding_dim", "learning_rate", "l2"}
   assert list(by_name["embedding_dim"].values) == [32, 64]
   assert by_name["learning_rate"].sampling == "log"
   assert type(by_name["l2"]).__name__ == "Fixed" and by_name["l2"].value == 0.5
-  ints = tuning.search_space({"epochs": {"min": 2, "max": 4}}, {"epochs": 1})
+  ints = tuning.search_space("ranking", {"epochs": {"min": 2, "max": 4}})
   assert type(ints.space[0]).__name__ == "Int"
-  with pytest.raises(ValueError, match="Empty search space"):
-    tuning.search_space({"gone": [1]}, {"epochs": 5})
+  # A key that is not a hyperparameter used to be skipped with a warning.
+  with pytest.raises(configs.ConfigError,
+                     match="^retrieval config: tuner_search_space: embeding_dim: "
+                     "unknown key; did you mean embedding_dim\\? allowed: .*epochs"):
+    tuning.search_space("retrieval", tuning.RETRIEVAL_SEARCH_SPACE,
+                        {"embeding_dim": [8, 16]})
+  for not_searchable in ("gone", "warm_start", "tuner_max_trials"):
+    with pytest.raises(configs.ConfigError, match=f"{not_searchable}: unknown key"):
+      tuning.search_space("ranking", {"epochs": [1, 2], not_searchable: [1]})
+  with pytest.raises(configs.ConfigError, match="dropout choice should be less than 1"):
+    tuning.search_space("ranking", {"dropout": [0.1, 1.0]})
+  with pytest.raises(configs.ConfigError, match="empty search space"):
+    tuning.search_space("ranking", {"epochs": [1, 2]}, {"epochs": None})
 
 
 def test_default_search_spaces_fit_the_trainers():
-  from trainer_modules import ranking  # pylint: disable=g-import-not-at-top
-  for space, module in ((tuning.RETRIEVAL_SEARCH_SPACE, retrieval),
-                        (tuning.RANKING_SEARCH_SPACE, ranking)):
-    names = {h.name for h in tuning.search_space(space, module.DEFAULT_CONFIG).space}
+  for kind, space in (("retrieval", tuning.RETRIEVAL_SEARCH_SPACE),
+                      ("ranking", tuning.RANKING_SEARCH_SPACE)):
+    names = {h.name for h in tuning.search_space(kind, space).space}
     assert {"learning_rate", "epochs", "embedding_dim"} <= names
 
 
@@ -224,15 +235,15 @@ def test_hyperparameter_values_and_retrieval_config():
       "conditions": []}}], "values": {"embedding_dim": 24}}
   fn_args = pytypes.SimpleNamespace(custom_config={"embedding_dim": 16, "epochs": 2},
                                     hyperparameters=config)
-  assert tuning.hyperparameter_values(fn_args) == {"embedding_dim": 24}
+  assert configs.hyperparameter_values(fn_args) == {"embedding_dim": 24}
   cfg = retrieval.get_config(fn_args)
   assert cfg["embedding_dim"] == 24 and cfg["epochs"] == 2  # custom_config < tuned
   fn_args.hyperparameters = json.dumps({"epochs": 7})  # plain values, as JSON
-  assert tuning.hyperparameter_values(fn_args) == {"epochs": 7}
+  assert configs.hyperparameter_values(fn_args) == {"epochs": 7}
   for empty in (None, {}):
     fn_args.hyperparameters = empty
-    assert tuning.hyperparameter_values(fn_args) == {}
-  assert tuning.hyperparameter_values(pytypes.SimpleNamespace()) == {}
+    assert configs.hyperparameter_values(fn_args) == {}
+  assert configs.hyperparameter_values(pytypes.SimpleNamespace()) == {}
   assert retrieval.get_config(fn_args)["embedding_dim"] == 16
 
 

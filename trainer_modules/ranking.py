@@ -54,10 +54,11 @@ Export (fn_args.serving_model_dir, SavedModel):
 * `transform_features`: `examples` → the transformed features (sparse lists
   densified with -1), for TFMA and debugging (as in the TFX taxi template).
 
-Every hyperparameter comes from `custom_config` (keys of DEFAULT_CONFIG; a
-nested dict under "ranking" is also accepted); the defaults were chosen on
-ml-100k with benchmarks/two_stage_quality.py (see the figures above; the
-whole trainer takes about 30 s on 2 cores).
+Every hyperparameter comes from `custom_config` (trainer_modules/configs.py
+RankingConfig: types, bounds, defaults; an unknown key or a bad value stops
+run_fn with a ConfigError); the defaults were chosen on ml-100k with
+benchmarks/two_stage_quality.py (see the figures above; the whole trainer
+takes about 30 s on 2 cores).
 
 `warm_start` (default True) starts from fn_args.base_model, the last blessed
 ranking model (trainer_modules/warm_start.py); `distribution_strategy`
@@ -81,86 +82,15 @@ import tf_keras as keras
 
 from common import features as F
 from trainer_modules import budget
+from trainer_modules import configs
 from trainer_modules import ease
 from trainer_modules import model_parts
 from trainer_modules import optimizers
 from trainer_modules import strategy as strategy_lib
 from trainer_modules import warm_start
 
-DEFAULT_CONFIG: Dict[str, Any] = {
-    "architecture": "dcn",        # "dense" or "dcn"
-    "dcn_structure": "stacked",   # "stacked" (cross → deep) or "parallel"
-    "num_cross_layers": 1,
-    "cross_projection_dim": None,  # low-rank cross layers when set
-    "layer_sizes": [256, 64],      # hidden layers of the deep part
-    "embedding_dim": 32,           # width of id (and bag) embeddings
-    "side_dim": 8,                 # width of side-feature embeddings
-    # Timestamp features in the user vector. Off: on a random split the row's
-    # own time leaks into the rating (ml-100k RMSE 0.902 with it, but 0.926
-    # when served with the user's last training time, vs 0.909 without).
-    "include_context": False,
-    "use_bias": True,              # user and movie bias terms
-    "optimizer": "adam",           # "adam", "adagrad" or "sgd"
-    # Embedding tables: "auto" (sparse Adagrad from optimizers.SPARSE_MIN_ROWS
-    # table rows: Adam updates whole tables every step), "adagrad" or "same"
-    # (the optimizer above); see trainer_modules/optimizers.py.
-    "embedding_optimizer": "auto",
-    "embedding_learning_rate": None,  # None: optimizers' default (0.5)
-    "learning_rate": 3e-3,
-    "epochs": 5,
-    # epochs × training rows at most this (trainer_modules/budget.py).
-    "max_train_examples": 4_000_000,
-    "batch_size": 1024,
-    "l2": 0.03,                    # on the looked-up user/movie vectors and biases
-    "kernel_l2": 0.0,              # on dense/cross kernels
-    "dropout": 0.2,
-    "oov_rate": 0.01,              # fraction of training ids sent to OOV
-    # Engagement task (what orders the candidates, see the module docstring):
-    # a softmax over every training movie with a user vector (user, context
-    # and history) and a movie vector, weighted against the rating task.
-    "engagement_weight": 1.0,
-    "rating_weight": 0.2,
-    "engagement_layers": [64],     # dense layers on each side; last = dot size
-    # Negatives of the engagement softmax: "full" (every training movie at
-    # every step), "in_batch" (the batch's other movies, with log-Q
-    # correction and accidental hits removed: cost per row independent of
-    # the catalogue) or "auto": full up to engagement_full_max_movies.
-    "engagement_negatives": "auto",
-    "engagement_full_max_movies": 5_000,
-    "temperature": 1.0,
-    "history": True,               # the user's rated movies in the user vector
-    "history_dropout": 0.2,
-    # In training at most ~this many of a user's movies enter the history
-    # mean (model_parts.UserHistory). 500 -> 200 at 10M synthetic ratings:
-    # a training step 43 -> 32 ms (100: 23 ms); quality kept at 100
-    # on ml-100k (two-stage nDCG@10 0.4539 vs 0.4536, 3 seeds) and 1M
-    # (hit@100 excl. seen 0.4885 vs 0.4878, RMSE 0.7857 vs 0.7844).
-    "history_max_len": 200,
-    # A full movie × movie weight over the user's history in the engagement
-    # score (model_parts.ItemItem) for movie vocabularies up to this size
-    # (0: off), with this L2. Off by default: on ml-100k it moved two-stage
-    # nDCG@10 from 0.406 to 0.408 (within seed noise) for twice the training time.
-    "item_item_max_movies": 0,
-    "item_item_l2": 0.0,
-    # EASE's closed-form item-item weights (trainer_modules/ease.py), fitted
-    # on the training split's histories and exported as the third serving
-    # signal `item_item_scores` (serving.recommender.fuse_ranks), for movie
-    # vocabularies up to this size (0: off; the export holds movies² floats,
-    # 11 MB at 1,682 movies, 400 MB at 10k). Needs `history`.
-    "ease_max_movies": 10_000,
-    "ease_lambda": ease.DEFAULT_LAMBDA,
-    # What `scores` (the serving order) is: engagement logit
-    # + rating_blend × predicted rating (0: engagement alone).
-    "rating_blend": 0.0,
-    "seed": 42,
-    # Keras validation on the eval split after every epoch, or (False) after
-    # the last one only: on ml-100k the per-epoch passes (and tracing their
-    # function) took 10 of fit()'s 52 s, and nothing reads the earlier
-    # epochs' values but TensorBoard (the evaluators score the export).
-    "validate_each_epoch": False,
-    "warm_start": True,            # start from the last blessed ranking model
-    "distribution_strategy": "auto",  # see trainer_modules/strategy.py
-}
+# Every key with its default (trainer_modules/configs.py RankingConfig).
+DEFAULT_CONFIG: Dict[str, Any] = configs.defaults("ranking")
 
 SERVING_SIGNATURE = "serving_default"
 SCORES_KEY = "scores"                    # serving order (higher first)
@@ -173,31 +103,14 @@ OUTPUT_KEY = "predictions"
 
 def engagement_full(cfg: Mapping[str, Any], num_movies: int) -> bool:
   """Whether the engagement softmax scores the whole movie table."""
-  mode = str(cfg["engagement_negatives"])
-  if mode not in ("auto", "full", "in_batch"):
-    raise ValueError("engagement_negatives must be auto, full or in_batch, "
-                     f"got {mode!r}")
+  mode = cfg["engagement_negatives"]
   return mode == "full" or (
       mode == "auto" and num_movies <= int(cfg["engagement_full_max_movies"]))
 
 
 def resolve_config(custom_config: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-  """DEFAULT_CONFIG updated by custom_config (flat, or nested under "ranking")."""
-  cfg = dict(DEFAULT_CONFIG)
-  custom = dict(custom_config or {})
-  nested = custom.pop("ranking", None)
-  if isinstance(nested, Mapping):
-    custom.update(nested)
-  for key, value in custom.items():
-    if key in cfg:
-      cfg[key] = value
-  if cfg["architecture"] not in ("dense", "dcn"):
-    raise ValueError(f"ranking architecture must be 'dense' or 'dcn', "
-                     f"got {cfg['architecture']!r}")
-  if cfg["dcn_structure"] not in ("stacked", "parallel"):
-    raise ValueError(f"dcn_structure must be 'stacked' or 'parallel', "
-                     f"got {cfg['dcn_structure']!r}")
-  return cfg
+  """DEFAULT_CONFIG updated by custom_config; a bad key or value is a ConfigError."""
+  return configs.validate("ranking", custom_config)
 
 
 class RankingModel(tfrs.models.Model):
@@ -643,15 +556,13 @@ def export(model: RankingModel, tft_output: tft.TFTransformOutput,
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point: trains the ranking model and exports it."""
+  cfg = configs.trainer_config("ranking", fn_args)  # the Tuner's values win
+  logging.info("Ranking config: %s", cfg)
   tft_output = tft.TFTransformOutput(_transform_dir(fn_args))
   has_rating = F.T_LABEL in tft_output.transformed_feature_spec()
   if not has_rating:
     logging.info("No %r label (implicit feedback): the ranking model trains "
                  "the engagement task alone.", F.T_LABEL)
-  cfg = resolve_config(fn_args.custom_config)
-  from trainer_modules import tuning  # pylint: disable=g-import-not-at-top  (imports this module)
-  cfg = resolve_config({**cfg, **tuning.hyperparameter_values(fn_args)})  # Tuner's values win
-  logging.info("Ranking config: %s", cfg)
   strategy = strategy_lib.create(cfg["distribution_strategy"])
   serving_dir, run_dir = strategy_lib.output_dirs(
       strategy, fn_args.serving_model_dir, getattr(fn_args, "model_run_dir", None))

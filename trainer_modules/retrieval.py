@@ -31,16 +31,12 @@ movie_title, movie_genres) reaches run_fn as an Examples artifact URI, in
 exported candidate path (raw examples → Transform graph → tower) and indexed
 with BruteForce.
 
-custom_config keys (defaults in DEFAULT_CONFIG): embedding_dim, side_dim,
-query_layers, candidate_layers, learning_rate, optimizer, epochs,
-max_train_examples, batch_size, temperature, l2, normalize, logq_correction,
-remove_accidental_hits, oov_rate, feature_dropout, use_timestamp, history,
-history_dropout, history_max_len, negatives, full_softmax_max_movies,
-mask_seen, movie_bias, embedding_optimizer, embedding_learning_rate,
-cache_max_rows, seed, top_k, shuffle_buffer, verbose (Keras fit verbosity), catalogue_uri,
-warm_start (trainer_modules/warm_start.py: start from fn_args.base_model),
-distribution_strategy (trainer_modules/strategy.py: auto | one_device |
-mirrored | multi_worker_mirrored).
+custom_config keys: trainer_modules/configs.py RetrievalConfig (types,
+bounds, defaults; an unknown key or a bad value stops run_fn with a
+ConfigError), among them warm_start (trainer_modules/warm_start.py: start
+from fn_args.base_model) and distribution_strategy
+(trainer_modules/strategy.py: auto | one_device | mirrored |
+multi_worker_mirrored).
 fn_args.train_steps, when set, overrides epochs (epochs × steps ≈ train_steps).
 Defaults were chosen on real ml-100k (random 80/20 split, per user, movies
 rated in training excluded, retrieval's own top-k; benchmarks/
@@ -76,6 +72,7 @@ from common import assets
 from common import features as F
 from common import ids
 from trainer_modules import budget
+from trainer_modules import configs
 from trainer_modules import model_parts
 from trainer_modules import optimizers
 from trainer_modules import retrieval_export
@@ -83,67 +80,8 @@ from trainer_modules import strategy as strategy_lib
 from trainer_modules import warm_start
 from transform import preprocessing
 
-DEFAULT_CONFIG: Dict[str, Any] = {
-    "embedding_dim": 64,        # id / bag embedding width in the encoders
-    "side_dim": 16,             # width of side-feature embeddings
-    "query_layers": [128, 64],  # dense layers after the encoder; last = output
-    "candidate_layers": [128, 64],
-    "learning_rate": 0.005,
-    "optimizer": "adam",        # adam | adagrad | sgd
-    # Embedding tables: "auto" (sparse Adagrad from optimizers.SPARSE_MIN_ROWS
-    # table rows: Adam updates whole tables every step), "adagrad" or "same"
-    # (the optimizer above); see trainer_modules/optimizers.py.
-    "embedding_optimizer": "auto",
-    "embedding_learning_rate": None,  # None: optimizers' default (0.5)
-    "epochs": 8,                # at lr 0.005; 10 overfit ml-100k (see below)
-    # epochs × training rows at most this (trainer_modules/budget.py): the
-    # 8 epochs above are for small data; from 1M training rows fewer passes.
-    "max_train_examples": 8_000_000,
-    "batch_size": 2048,
-    "temperature": 0.2,         # softmax temperature (of cosine scores)
-    "l2": 0.0,                  # L2 on dense kernels
-    "normalize": True,          # cosine scores (L2-normalised embeddings)
-    # Sampling-bias (log-Q) correction by training movie frequency: without it
-    # the in-batch softmax demotes popular movies (ml-100k hit@100 excl. seen
-    # 0.31 without, 0.55 with).
-    "logq_correction": True,
-    "remove_accidental_hits": True,
-    "oov_rate": 0.05,           # fraction of training ids sent to the OOV row
-    "feature_dropout": 0.05,    # fraction of user side features set unknown
-    "use_timestamp": False,     # timestamp context in the query tower
-    # The user's training history (mean embedding of the rated movies) in
-    # the query tower (model_parts.UserHistory), with this dropout.
-    "history": True,
-    "history_dropout": 0.2,
-    # In training at most ~this many of a user's movies enter the history
-    # mean (model_parts.UserHistory). 500 -> 200 at 10M synthetic ratings:
-    # a training step 127 -> 87 ms (100: 76 ms); quality kept at 100
-    # on ml-100k (two-stage nDCG@10 0.4539 vs 0.4536, 3 seeds) and 1M
-    # (hit@100 excl. seen 0.4885 vs 0.4878, RMSE 0.7857 vs 0.7844).
-    "history_max_len": 200,
-    # Negatives: "full" scores every catalogue movie at every step (a true
-    # softmax over the catalogue), "in_batch" uses the other movies of the
-    # batch (with log-Q correction); "auto" picks full up to
-    # full_softmax_max_movies catalogue movies.
-    "negatives": "auto",
-    # At 1M synthetic ratings (4.5k movies) in-batch negatives matched the
-    # full softmax (hit@100 excluding seen 0.493 vs 0.488) at the same step
-    # cost; the full softmax's cost per row grows with the catalogue.
-    "full_softmax_max_movies": 5_000,
-    # Full softmax: the user's other training movies are not negatives.
-    "mask_seen": True,
-    # A learned per-movie bias as one more embedding dimension (the query
-    # gets a constant 1): score = cosine / temperature + bias.
-    "movie_bias": True,
-    "seed": 42,
-    "top_k": 100,               # K of serving_default
-    "shuffle_buffer": 200_000,
-    # Training records kept in RAM across epochs up to this many rows
-    # (~460 B each: 5M ≈ 2.3 GB); above it they are re-read every epoch.
-    "cache_max_rows": 5_000_000,
-    "warm_start": True,         # start from the last blessed retrieval model
-    "distribution_strategy": "auto",  # see trainer_modules/strategy.py
-}
+# Every key with its default (trainer_modules/configs.py RetrievalConfig).
+DEFAULT_CONFIG: Dict[str, Any] = configs.defaults("retrieval")
 SAMPLING_PROB = "__sampling_probability"
 TARGET_MOVIE = "__target_movie_idx"     # the row's movie before OOV augmentation
 CATALOGUE_INDEX = "__catalogue_index"   # the row's movie in the catalogue (-1: absent)
@@ -152,21 +90,13 @@ USER_SIDE = model_parts.USER_SIDE
 
 
 def get_config(fn_args) -> Dict[str, Any]:
-  """DEFAULT_CONFIG updated with fn_args.custom_config (unknown keys kept),
-  then with the Tuner's values in fn_args.hyperparameters (trainer_modules/tuning.py)."""
-  from trainer_modules import tuning  # pylint: disable=g-import-not-at-top  (imports this module)
-  cfg = dict(DEFAULT_CONFIG)
-  cfg.update({k: v for k, v in (fn_args.custom_config or {}).items()
-              if v is not None})
-  cfg.update(tuning.hyperparameter_values(fn_args))
-  return cfg
+  """DEFAULT_CONFIG updated with fn_args.custom_config, then with the Tuner's
+  values in fn_args.hyperparameters; a bad key or value is a ConfigError."""
+  return configs.trainer_config("retrieval", fn_args)
 
 
-def catalogue_uri_of(fn_args) -> Optional[str]:
-  uri = getattr(fn_args, "catalogue_uri", None)
-  if not uri:
-    uri = (fn_args.custom_config or {}).get("catalogue_uri")
-  return uri
+def catalogue_uri_of(fn_args, cfg: Mapping[str, Any]) -> Optional[str]:
+  return getattr(fn_args, "catalogue_uri", None) or cfg["catalogue_uri"]
 
 
 # ---------------------------------------------------------------------------
@@ -422,9 +352,7 @@ class RetrievalModel(tfrs.Model):
 
 
 def use_full_softmax(cfg: Mapping[str, Any], num_movies: int) -> bool:
-  mode = str(cfg["negatives"])
-  if mode not in ("auto", "full", "in_batch"):
-    raise ValueError(f"negatives must be auto, full or in_batch, got {mode!r}")
+  mode = cfg["negatives"]
   return mode == "full" or (
       mode == "auto" and num_movies <= int(cfg["full_softmax_max_movies"]))
 
@@ -437,11 +365,8 @@ def build_model(tft_output: tft.TFTransformOutput, cfg: Mapping[str, Any],
   stats (training_stats) gives the users' histories when cfg["history"];
   catalogue_features (transformed catalogue) switches on the full softmax.
   """
-  q_layers = list(cfg["query_layers"])
+  q_layers = list(cfg["query_layers"])  # same last size: configs checks it
   c_layers = list(cfg["candidate_layers"])
-  if not q_layers or not c_layers or q_layers[-1] != c_layers[-1]:
-    raise ValueError("query_layers and candidate_layers must end with the "
-                     f"same output size: {q_layers} vs {c_layers}")
   user_encoder = model_parts.UserEncoder(
       tft_output, embedding_dim=cfg["embedding_dim"], side_dim=cfg["side_dim"],
       include_context=bool(cfg["use_timestamp"]), name="user_encoder")
@@ -462,7 +387,7 @@ def build_model(tft_output: tft.TFTransformOutput, cfg: Mapping[str, Any],
         embeddings_initializer="zeros", name="movie_bias")
   query = Tower(user_encoder, q_layers, cfg["l2"], cfg["normalize"],
                 history=history, name="query_tower",
-                scale=1.0 / float(temperature or 1.0) if bias else 1.0,
+                scale=1.0 / float(temperature) if bias else 1.0,
                 unit=bias is not None)
   candidate = Tower(movie_encoder, c_layers, cfg["l2"], cfg["normalize"],
                     bias=bias, name="candidate_tower")
@@ -584,7 +509,7 @@ def _files(patterns: List[str]) -> List[str]:
 def run_fn(fn_args) -> None:
   """Trains the retrieval model and exports it with its serving tables."""
   cfg = get_config(fn_args)
-  catalogue_uri = catalogue_uri_of(fn_args)
+  catalogue_uri = catalogue_uri_of(fn_args, cfg)
   if not catalogue_uri:
     raise ValueError(
         "The retrieval trainer needs the movie catalogue: use "
@@ -640,7 +565,7 @@ def run_fn(fn_args) -> None:
                     catalogue_ids=catalogue["movie_ids"] if full else None))
   history = model.fit(train_ds,
                       epochs=epochs, steps_per_epoch=steps_per_epoch,
-                      callbacks=callbacks, verbose=int(cfg.get("verbose", 0)))
+                      callbacks=callbacks, verbose=cfg["verbose"])
   train_seconds = time.time() - t0
 
   export_model(serving_dir, tft_output, model, cfg, stats,

@@ -16,10 +16,13 @@ training metric. So each trial
      (components/retrieval_evaluator), i.e. the blessing metric;
    * ranking: ranking_objective() (one function, to maximise).
 
-The search spaces below are keyed by config keys and filtered at run time
-by the keys of each module's DEFAULT_CONFIG; custom_config["tuner_search_space"]
-replaces single entries ({key: [choices]}, {key: {"min", "max", "sampling",
-"step"}}, {key: fixed value}, {key: null} to drop it). Trials: custom_config
+The search spaces below are keyed by config keys;
+custom_config["tuner_search_space"] replaces single entries ({key:
+[choices]}, {key: {"min", "max", "sampling", "step"}}, {key: fixed value},
+{key: null} to drop it). A key that is not a hyperparameter of the trainer
+(trainer_modules/configs.py), or a choice or bound that is no valid value of
+it, is a ConfigError before any trial runs (it used to be skipped with a
+warning: a misspelt key then searched nothing). Trials: custom_config
 ["tuner_max_trials"] (default DEFAULT_MAX_TRIALS, sized for 2 cores: each
 trial is one full training of the stage), oracle custom_config
 ["tuner_oracle"]: "bayesian" (default; random for the first half of the
@@ -28,8 +31,8 @@ fn_args.working_dir/keras_tuner.
 
 The Tuner component (components/catalogue_tuner.py) writes the best trial's
 HyperParameters config; the Trainer given `hyperparameters=` passes it as
-fn_args.hyperparameters, and both trainers apply hyperparameter_values()
-over their custom_config (custom_config < tuned values).
+fn_args.hyperparameters, and both trainers apply it over their
+custom_config (configs.trainer_config: custom_config < tuned values).
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ from components import catalogue_trainer
 from components import catalogue_tuner
 from components.retrieval_evaluator import executor as retrieval_eval
 from components.retrieval_evaluator import metrics as M
+from trainer_modules import configs
 
 DEFAULT_MAX_TRIALS = 8
 MAX_TRIALS_KEY = catalogue_tuner.MAX_TRIALS_KEY
@@ -63,8 +67,10 @@ SEARCH_SPACE_KEY = "tuner_search_space"
 ORACLE_KEY = "tuner_oracle"
 TUNER_KEY_PREFIX = "tuner_"  # custom_config keys for the Tuner, not run_fn
 
-RETRIEVAL_MODULE = "trainer_modules.retrieval"
-RANKING_MODULE = "trainer_modules.ranking"
+DEFAULT_ORACLE = "bayesian"
+# configs kind → the trainer module whose run_fn the trials call.
+TRAINER_MODULES = {"retrieval": "trainer_modules.retrieval",
+                   "ranking": "trainer_modules.ranking"}
 
 # Search spaces: {config key: [choices] | {"min", "max", "sampling", "step"}}.
 RETRIEVAL_SEARCH_SPACE: Dict[str, Any] = {
@@ -87,32 +93,6 @@ RANKING_OBJECTIVE = "negative_rmse"  # the name of ranking_objective()'s value
 
 
 # ---------------------------------------------------------------------------
-# What the Trainers apply.
-
-def hyperparameter_values(fn_args) -> Dict[str, Any]:
-  """The tuned values in fn_args.hyperparameters ({} when there are none).
-
-  TFX's Trainer puts the Tuner's best_hyperparameters file there: a
-  KerasTuner HyperParameters config ({"space": [...], "values": {...}}); a
-  plain {key: value} dict is accepted too.
-  """
-  hp = getattr(fn_args, "hyperparameters", None)
-  if not hp:
-    return {}
-  if isinstance(hp, str):
-    hp = json.loads(hp)
-  if not isinstance(hp, Mapping):
-    raise ValueError(f"fn_args.hyperparameters must be a HyperParameters config "
-                     f"or a dict, got {type(hp).__name__}")
-  values = hp["values"] if "values" in hp or "space" in hp else hp
-  values = dict(values or {})
-  if values:
-    logging.info("Applying tuned hyperparameters over custom_config: %s",
-                 json.dumps(values, sort_keys=True))
-  return values
-
-
-# ---------------------------------------------------------------------------
 # Search space.
 
 def _add(hps: keras_tuner.HyperParameters, name: str, spec: Any) -> None:
@@ -131,27 +111,28 @@ def _add(hps: keras_tuner.HyperParameters, name: str, spec: Any) -> None:
     hps.Fixed(name, spec)
 
 
-def search_space(space: Mapping[str, Any], defaults: Mapping[str, Any],
+def search_space(kind: str, space: Mapping[str, Any],
                  overrides: Optional[Mapping[str, Any]] = None
                  ) -> keras_tuner.HyperParameters:
-  """HyperParameters of `space` (updated by overrides) for keys in defaults."""
+  """HyperParameters of `space` updated by overrides (None drops a key).
+
+  Raises:
+    configs.ConfigError: a key that is not a hyperparameter of `kind`'s
+      trainer, or a choice / bound that is not a valid value of it.
+  """
   merged = dict(space)
   for key, spec in (overrides or {}).items():
     if spec is None:
       merged.pop(key, None)
     else:
       merged[key] = spec
-  dropped = sorted(k for k in merged if k not in defaults)
-  if dropped:
-    logging.warning("Not searched (not a key of the trainer's DEFAULT_CONFIG): %s",
-                    dropped)
+  configs.check_search_space(configs.MODELS[kind], merged, kind)
   hps = keras_tuner.HyperParameters()
   for key, spec in merged.items():
-    if key in defaults:
-      _add(hps, key, spec)
+    _add(hps, key, spec)
   if not hps.space:
-    raise ValueError(f"Empty search space: none of {sorted(merged)} is a config "
-                     f"key of the trainer ({sorted(defaults)})")
+    raise configs.ConfigError(f"{kind} config: empty search space: every key of "
+                              f"{sorted(space)} was dropped by {SEARCH_SPACE_KEY}")
   return hps
 
 
@@ -206,43 +187,32 @@ class StageTuner(keras_tuner.Tuner):
 
 
 def _oracle(kind: str, objective: keras_tuner.Objective, max_trials: int,
-            hps: keras_tuner.HyperParameters, seed: Optional[int]):
+            hps: keras_tuner.HyperParameters, seed: int):
+  """"bayesian" or "random" (configs checks the name)."""
   common_args = dict(objective=objective, max_trials=max_trials,
                      hyperparameters=hps, tune_new_entries=False,
                      allow_new_entries=False, seed=seed)
-  kind = str(kind).lower()
-  if kind == "bayesian":
-    return keras_tuner.oracles.BayesianOptimizationOracle(
-        num_initial_points=max(2, max_trials // 2), **common_args)
   if kind == "random":
     return keras_tuner.oracles.RandomSearchOracle(**common_args)
-  raise ValueError(f"{ORACLE_KEY} must be 'bayesian' or 'random', got {kind!r}")
+  return keras_tuner.oracles.BayesianOptimizationOracle(
+      num_initial_points=max(2, max_trials // 2), **common_args)
 
 
-def _max_trials(custom_config: Mapping[str, Any]) -> int:
-  n = int(custom_config.get(MAX_TRIALS_KEY) or DEFAULT_MAX_TRIALS)
-  if n < 1:
-    raise ValueError(f"{MAX_TRIALS_KEY} must be >= 1, got {n}")
-  return n
-
-
-def build_tuner(stage: str, module: str, fn_args, space: Mapping[str, Any],
+def build_tuner(stage: str, kind: str, fn_args, space: Mapping[str, Any],
                 objective: keras_tuner.Objective,
                 score: Callable[[str], float]) -> TunerFnResult:
   """The TunerFnResult of one stage (its run_fn, search space and scorer)."""
   if not fn_args.working_dir:
     raise ValueError("The Tuner needs fn_args.working_dir (trial outputs and "
                      "KerasTuner state go there).")
-  trainer = importlib.import_module(module)
-  defaults = trainer.DEFAULT_CONFIG
-  custom_config = dict(fn_args.custom_config or {})
-  hps = search_space(space, defaults, custom_config.get(SEARCH_SPACE_KEY))
-  max_trials = _max_trials(custom_config)
-  seed = custom_config.get("seed", defaults.get("seed"))
+  cfg = configs.validate(kind, fn_args.custom_config)  # before any trial
+  trainer = importlib.import_module(TRAINER_MODULES[kind])
+  hps = search_space(kind, space, cfg[SEARCH_SPACE_KEY])
+  max_trials = cfg[MAX_TRIALS_KEY] or DEFAULT_MAX_TRIALS
   tuner = StageTuner(
       stage=stage, run_fn=trainer.run_fn, score=score,
-      oracle=_oracle(custom_config.get(ORACLE_KEY, "bayesian"), objective,
-                     max_trials, hps, None if seed is None else int(seed)),
+      oracle=_oracle(cfg[ORACLE_KEY] or DEFAULT_ORACLE, objective, max_trials,
+                     hps, cfg["seed"]),
       directory=os.path.join(fn_args.working_dir, "keras_tuner"),
       project_name=stage, overwrite=True)
   logging.info("%s: %d trials over %s, objective %s (%s)", stage, max_trials,
@@ -343,7 +313,7 @@ def retrieval_tuner_fn(fn_args) -> TunerFnResult:
                                   raw_files(fn_args, "eval"), catalogue_uri)
   logging.info("Retrieval tuning data: %s", M.counts(eval_data["data"]))
   return build_tuner(
-      "RetrievalTuner", RETRIEVAL_MODULE, fn_args, RETRIEVAL_SEARCH_SPACE,
+      "RetrievalTuner", "retrieval", fn_args, RETRIEVAL_SEARCH_SPACE,
       keras_tuner.Objective(RETRIEVAL_OBJECTIVE, direction="max"),
       lambda model_dir: retrieval_objective(model_dir, eval_data))
 
@@ -352,6 +322,6 @@ def ranking_tuner_fn(fn_args) -> TunerFnResult:
   """Tunes trainer_modules.ranking on ranking_objective (raw eval examples)."""
   eval_files = raw_files(fn_args, "eval")
   return build_tuner(
-      "RankingTuner", RANKING_MODULE, fn_args, RANKING_SEARCH_SPACE,
+      "RankingTuner", "ranking", fn_args, RANKING_SEARCH_SPACE,
       keras_tuner.Objective(RANKING_OBJECTIVE, direction="max"),
       lambda model_dir: ranking_objective(model_dir, eval_files))

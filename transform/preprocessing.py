@@ -19,22 +19,14 @@ simply absent from `inputs` and from the outputs.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
 from common import features as F
-
-DEFAULT_CONFIG: Dict[str, Any] = {
-    "num_timestamp_buckets": 1000,
-    # Minimum number of training ratings for an id to get its own row.
-    "min_user_count": 5,
-    "min_movie_count": 2,
-    "min_word_count": 2,
-    "min_zip_prefix_count": 2,
-}
+from trainer_modules import configs
 
 # Gender index for "not given" (serving default -1, or any other code).
 GENDER_UNKNOWN = 2
@@ -69,9 +61,12 @@ def title_words(titles: tf.Tensor) -> tf.SparseTensor:
 
 def preprocessing_fn(inputs: Mapping[str, Any],
                      custom_config: Optional[Mapping[str, Any]] = None):
-  """Maps raw contract features to the transformed features trainers read."""
-  cfg = dict(DEFAULT_CONFIG)
-  cfg.update(custom_config or {})
+  """Maps raw contract features to the transformed features trainers read.
+
+  custom_config: trainer_modules/configs.py TransformConfig (a bad key or
+  value is a ConfigError).
+  """
+  cfg = configs.validate("transform", custom_config)
   out = {}
 
   user_id = _dense(inputs[F.USER_ID], b"")
