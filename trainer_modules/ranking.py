@@ -607,12 +607,7 @@ def run_fn(fn_args) -> None:
         or cfg["embedding_optimizer"] != "same"):
       build()  # the composite optimizer splits the variables by kind
     model.compile(optimizer=optimizers.create(cfg, model, sgd_momentum=0.9))
-  callbacks = []
-  verbose = 2
-  log_epochs = getattr(model_parts, "LogEpochs", None)
-  if log_epochs is not None:  # epoch metrics to the log, not the console
-    callbacks.append(log_epochs("ranking"))
-    verbose = 0
+  callbacks = [model_parts.LogEpochs("ranking")]  # to the log, not the console
   if run_dir:
     callbacks.append(keras.callbacks.TensorBoard(
         log_dir=run_dir, update_freq="epoch"))
@@ -621,7 +616,7 @@ def run_fn(fn_args) -> None:
             validation_data=eval_ds,
             validation_steps=fn_args.eval_steps or None,
             validation_freq=1 if cfg["validate_each_epoch"] else [epochs],
-            callbacks=callbacks, verbose=verbose)
+            callbacks=callbacks, verbose=0)
   export(model, tft_output, serving_dir, stats["min"], stats["max"],
          stats["user_table"])
   warm_start.save(serving_dir, model, tft_output, model.row_features(), "ranking")
