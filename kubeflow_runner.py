@@ -29,7 +29,7 @@ from typing import Any, List, Optional
 
 from common import filesystems
 from pipeline import configs
-from pipeline import flags
+from runners import flags
 
 DEFAULT_IMAGE = os.environ.get("RECSYS_IMAGE", "movielens-two-stage:latest")
 # Where the Dockerfile copies this repository (its WORKDIR).

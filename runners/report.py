@@ -39,7 +39,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from pipeline import configs
-from pipeline import run_report
+from runners import run_report
 from runners import report_data as D
 from runners import report_plots as P
 from runners import report_stats as S

@@ -7,7 +7,7 @@ event files). Nothing is read from log files, so `--report-only` rebuilds
 the same report later, and a cached (unchanged) re-run reports the artifacts
 it reused.
 
-The MLMD walking helpers are pipeline/run_report.py's (the console summary);
+The MLMD walking helpers are runners/run_report.py's (the console summary);
 this module adds what a report needs beyond the newest run: every run of the
 output directory, execution states and times, and lineage of pushed models.
 """
@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import run_report
-from pipeline.run_report import _prop as prop  # pylint: disable=protected-access
+from runners import run_report
+from runners.run_report import _prop as prop  # pylint: disable=protected-access
 
 Execution = metadata_store_pb2.Execution
 STATE_NAMES = {Execution.NEW: "new", Execution.RUNNING: "running",

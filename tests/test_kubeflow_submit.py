@@ -159,7 +159,7 @@ def test_submit_creates_the_experiment_and_a_run_with_the_compiled_spec(
   resolver = on_disk["deploymentSpec"]["executors"][
       "LatestBlessedRankingModel-model-blessing-resolver_executor"]
   [query] = resolver["resolver"]["outputArtifactQueries"].values()
-  assert 'blessing_stage.string_value="ranking"' in query["filter"]
+  assert 'blessing_stage.string_value="ranking_served"' in query["filter"]
   assert not fake.calls("POST", "recurringruns")
 
 

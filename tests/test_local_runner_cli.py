@@ -12,8 +12,10 @@ import sys
 import pytest
 
 import local_runner
-from pipeline import retention
-from pipeline import schedule
+from pipeline import configs
+from runners import local
+from runners import retention
+from runners import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,7 +113,7 @@ def test_scheduler_runs_each_tick_in_a_child_and_survives_failures(
     commands.append(cmd)
     return next(codes)
 
-  monkeypatch.setattr(local_runner, "_run_child", fake_child)
+  monkeypatch.setattr(local, "_run_child", fake_child)
   argv = ["--output-dir", str(tmp_path), "--data", "some/data", "--every", "1s",
           "--max-runs", "2"]
   assert local_runner.main(argv) == 0
@@ -153,9 +155,9 @@ def test_signal_while_waiting_stops_the_scheduler_cleanly(tmp_path, sig):
 
 def test_child_run_flag_means_one_run_not_a_scheduler(tmp_path, monkeypatch):
   calls = []
-  monkeypatch.setattr(local_runner, "locked_run",
+  monkeypatch.setattr(local, "locked_run",
                       lambda args, paths: calls.append(args) or 0)
-  monkeypatch.setattr(local_runner, "run_schedule",
+  monkeypatch.setattr(local, "run_schedule",
                       lambda *a: pytest.fail("a child must not schedule"))
   assert local_runner.main(["--output-dir", str(tmp_path), "--every", "1s",
                             local_runner.TICK_FLAG]) == 0
@@ -181,7 +183,7 @@ def test_retention_after_real_runs_then_a_cached_rerun(
   """Two forced runs with --keep-runs 1: the second prunes the first (its
   artifact folders go, MLMD says DELETED); a third, cached run still works."""
   from ml_metadata.proto import metadata_store_pb2 as pb  # pylint: disable=g-import-not-at-top
-  from pipeline import run_report  # pylint: disable=g-import-not-at-top
+  from runners import run_report  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "out")
   base = ["--data", ml100k_dir, "--output-dir", out, "--no-retrieval",
           "--no-ranking", "--keep-runs", "1"]
@@ -217,8 +219,8 @@ def test_span_strategy_and_beam_flags_parse():
   assert args.distribution_strategy == "mirrored"
   # A span pattern is made absolute (the pipeline may run elsewhere), and
   # a user Beam flag replaces the same-named default.
-  assert local_runner._local_abspath(args.data) == os.path.abspath("data/span-{SPAN}")
-  assert local_runner._local_abspath("tfds:movielens/100k-ratings") == "tfds:movielens/100k-ratings"
-  assert local_runner._local_abspath("s3://b/ml/span-{SPAN}") == "s3://b/ml/span-{SPAN}"
-  beam = local_runner.beam_args(args.beam_args)
+  assert local.local_abspath(args.data) == os.path.abspath("data/span-{SPAN}")
+  assert local.local_abspath("tfds:movielens/100k-ratings") == "tfds:movielens/100k-ratings"
+  assert local.local_abspath("s3://b/ml/span-{SPAN}") == "s3://b/ml/span-{SPAN}"
+  beam = configs.merged_beam_args(args.beam_args)
   assert "--direct_num_workers=2" in beam and "--direct_num_workers=1" not in beam

@@ -23,7 +23,7 @@ import local_runner
 from pipeline import configs
 from pipeline import ranking_branch
 from pipeline import retrieval_branch
-from pipeline import run_report
+from runners import run_report
 from tests import synthetic_data
 from tests.conftest import logging_restored
 

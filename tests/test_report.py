@@ -94,7 +94,7 @@ def _report_path(text):
 
 def _snapshot(out_dir, metadata_path):
   """What the newest run recorded: its artifacts' files and properties."""
-  from pipeline import run_report  # pylint: disable=g-import-not-at-top
+  from runners import run_report  # pylint: disable=g-import-not-at-top
   outs = run_report.latest_run_outputs(metadata_path, "movielens-two-stage")
   art = lambda node, key: outs[node][key][0]
   snap = {"examples": {s: run_report._prop(art("MovieLensExampleGen", "examples"),
@@ -125,7 +125,7 @@ def _snapshot(out_dir, metadata_path):
 
 
 def _executions(metadata_path):
-  from pipeline import run_report  # pylint: disable=g-import-not-at-top
+  from runners import run_report  # pylint: disable=g-import-not-at-top
   return len(run_report.open_store(metadata_path).get_executions())
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from common import versions
 
-from pipeline import retention
+from runners import retention
 
 
 def _push(serving, model, version, complete=True, payload=None):
@@ -193,6 +193,30 @@ def test_prune_logs(tmp_path):
       "other.txt", "run-20260103-000000.log", "run-20260104-000000.log"]
 
 
+def test_prune_logs_counts_failed_runs_apart_and_keeps_the_served_models_log(tmp_path):
+  """24 failed runs, then successes: the failed ones do not push the good
+  runs' logs out, and the log of the run that pushed the served version
+  stays however old it is."""
+  import time  # pylint: disable=g-import-not-at-top
+  from runners import progress  # pylint: disable=g-import-not-at-top
+  logs, serving = tmp_path / "logs", str(tmp_path / "serving")
+  logs.mkdir()
+
+  def log(day, hour, ok):
+    name = f"run-202601{day:02d}-{hour:02d}0000.log"
+    (logs / name).write_text("lines\n" + (progress.FINISHED_MARK + "\n" if ok else "boom\n"))
+    return name
+  served_run = log(1, 0, True)  # pushed the version served now
+  pushed_at = int(time.mktime(time.strptime("20260101-003000", progress.LOG_STAMP)))
+  _push(serving, "ranking", pushed_at)
+  older_ok = [log(2, h, True) for h in range(3)]
+  failed = [log(3 + h // 12, h % 12, False) for h in range(24)]
+  newest_ok = log(9, 0, True)
+  retention.prune_logs(str(logs), 2, serving_dir=serving)
+  assert sorted(os.listdir(logs)) == sorted(
+      [served_run, older_ok[-1], newest_ok] + failed[-2:])
+
+
 # ---------------------------------------------------------------------------
 # Pipeline runs (real TFX + MLMD).
 
@@ -201,6 +225,8 @@ def test_prune_logs(tmp_path):
 # importing this file (the fast tests) does not import TFX.
 
 def tiny_make_data(examples, salt):
+  if salt == "fail":
+    raise RuntimeError("a failing run")
   os.makedirs(examples.uri, exist_ok=True)
   with open(os.path.join(examples.uri, "data.txt"), "w") as f:
     f.write(salt * 1000)
@@ -375,3 +401,22 @@ def test_prune_runs_deletes_old_artifacts_and_keeps_what_is_needed(tmp_path):
   final_state = {a.id: a.state for _, a in final}
   assert all(final_state[i] == pb.Artifact.LIVE for i in newest)
   assert all(final_state[i] == pb.Artifact.DELETED for i in last_run - newest)
+
+
+@pytest.mark.slow
+def test_failed_runs_are_counted_apart_from_successful_ones(tmp_path):
+  """A success, then three failed runs, keep 1: the success stays (failed runs
+  do not push it out), and of the failed runs only the newest stays."""
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
+  root, db = str(tmp_path / "tfx"), str(tmp_path / "metadata.db")
+  LocalDagRunner().run(_tiny_pipeline(root, db, 0, "a"))
+  for _ in range(3):
+    with pytest.raises(RuntimeError, match="a failing run"):
+      LocalDagRunner().run(_tiny_pipeline(root, db, 0, "fail"))
+  store, _ = _artifacts(db)
+  runs = sorted(store.get_contexts_by_type("pipeline_run"),
+                key=lambda c: (c.create_time_since_epoch, c.id))
+  result = retention.prune_runs(db, root, "tiny", keep=1)
+  assert sorted(result.kept_runs) == sorted([runs[0].name, runs[-1].name])
+  assert sorted(result.pruned_runs) == sorted([runs[1].name, runs[2].name])
+

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from pipeline import schedule
+from runners import schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -242,7 +242,7 @@ def test_second_ctrl_c_aborts_the_run():
 _HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo!r})
-    from pipeline import schedule
+    from runners import schedule
     lock = schedule.OutputDirLock({out!r}).acquire()
     print("locked", flush=True)
     sys.stdin.readline()  # hold until the test says so

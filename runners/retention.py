@@ -32,8 +32,12 @@ blessed-model resolvers too) and the executor cache rejects an execution
 whose outputs are not all LIVE and recomputes (portable/cache_utils.py).
 Never deleted:
 
-* everything produced *or used* by the newest N runs (a cached execution of a
-  new run points at artifacts of an old one);
+* everything produced *or used* by the newest N successful runs and by the
+  newest N failed runs, counted apart (a cached execution of a new run points
+  at artifacts of an old one; a string of failed runs never pushes the last
+  good ones out);
+* the run that pushed each model served now (the newest complete version, or
+  the original of a rollback copy) and its log;
 * per evaluator, the latest blessed model and its blessing: the next run's
   baseline (and a warm-start source), plus the non-Examples inputs of the
   execution that trained it (its TransformGraph, schema, base model): what it
@@ -48,15 +52,17 @@ Artifacts are marked DELETED first (one MLMD transaction) and removed from
 disk after, so a crash in between leaves orphan files, never a LIVE artifact
 without files. The executor scratch folders of the pruned runs' executions
 (`<root>/<node>/.system/executor_execution/<id>`) and run logs beyond the
-newest N (`prune_logs`) go too. Executions, contexts and lineage stay in
+newest N successful and N failed ones (`prune_logs`; a log is a success's
+when it ends with runners/progress.py FINISHED_MARK) go too. Executions, contexts and lineage stay in
 ML Metadata: they are small, and the history remains queryable.
 
 **Rollback** (`rollback`) copies an older complete version to a new, highest
 version number (copy into a hidden temp folder beside it, VERSION.json
-written last, then one atomic rename) with ROLLBACK.json recording the source, so everything that serves
-"the highest complete version" switches to it without retraining.
+written last, then one atomic rename) with ROLLBACK.json recording the
+source, so everything that serves "the highest complete version" switches to
+it without retraining.
 
-Callers hold the output directory's runner lock (pipeline/schedule.py), so
+Callers hold the output directory's runner lock (runners/schedule.py), so
 no local Pusher writes versions while these run.
 """
 from __future__ import annotations
@@ -72,6 +78,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 from common import versions
 from common.versions import DELETING_PREFIX, MODELS, ROLLBACK_TMP_PREFIX
 from common.versions import version_dirs
+from runners import progress
 
 PIN_FILE = "KEEP"
 ROLLBACK_FILE = "ROLLBACK.json"
@@ -295,6 +302,20 @@ def rollback(serving_dir: str, model: str, version: Optional[int] = None,
           "replaced_version": current, "path": dst}
 
 
+def served_versions(serving_dir: Optional[str]) -> Dict[str, int]:
+  """{model: version} of what each model serves now, as pushed: the newest
+  complete version, or for a rollback copy the version it copies."""
+  out: Dict[str, int] = {}
+  if not serving_dir:
+    return out
+  for model in MODELS:
+    model_dir = os.path.join(serving_dir, model)
+    complete, _ = version_dirs(model_dir)
+    if complete:
+      out[model] = _origin(model_dir, complete[-1])[0]
+  return out
+
+
 # ---------------------------------------------------------------------------
 # Pipeline runs in ML Metadata.
 
@@ -336,10 +357,12 @@ def _inside(path: str, root: str) -> bool:
 
 
 def prune_runs(metadata_path: str, pipeline_root: str, pipeline_name: str,
-               keep: int) -> RunPruneResult:
-  """Deletes artifacts of `pipeline_name`'s runs older than the newest `keep`.
+               keep: int, serving_dir: Optional[str] = None) -> RunPruneResult:
+  """Deletes artifacts of `pipeline_name`'s runs beyond the newest `keep`
+  successful and `keep` failed ones.
 
-  See the module docstring for what is protected. keep <= 0 keeps all.
+  See the module docstring for what is protected (with serving_dir: the
+  runs that pushed the models served now). keep <= 0 keeps all.
   """
   from ml_metadata.proto import metadata_store_pb2 as pb  # pylint: disable=g-import-not-at-top
   result = RunPruneResult([], [], [], [])
@@ -357,8 +380,13 @@ def prune_runs(metadata_path: str, pipeline_root: str, pipeline_name: str,
       runs.append((ctx, execs))
   runs.sort(key=lambda r: (r[0].create_time_since_epoch, r[0].id), reverse=True)
   unfinished = {pb.Execution.NEW, pb.Execution.RUNNING}
-  kept = [r for i, r in enumerate(runs)
-          if i < keep or any(e.last_known_state in unfinished for e in r[1])]
+  failed = [r for r in runs if any(e.last_known_state == pb.Execution.FAILED
+                                   for e in r[1])]
+  succeeded = [r for r in runs if r not in failed]
+  served = _serving_runs(store, runs, served_versions(serving_dir))
+  kept = [r for r in runs
+          if r in succeeded[:keep] or r in failed[:keep] or r[0].id in served
+          or any(e.last_known_state in unfinished for e in r[1])]
   old = [r for r in runs if r not in kept]
   result.kept_runs = [c.name for c, _ in kept]
   if not old:
@@ -402,6 +430,27 @@ def prune_runs(metadata_path: str, pipeline_root: str, pipeline_name: str,
                                     a.uri, size))
   result.pruned_runs = [c.name for c, _ in old]
   return result
+
+
+def _serving_runs(store, runs, served: Dict[str, int]) -> Set[int]:
+  """Ids of the pipeline_run contexts whose Pusher pushed a served version
+  (PushedModel pushed=1 with that pushed_version)."""
+  if not served:
+    return set()
+  from ml_metadata.proto import metadata_store_pb2 as pb  # pylint: disable=g-import-not-at-top
+  try:
+    pushed = store.get_artifacts_by_type("PushedModel")
+  except Exception:  # pylint: disable=broad-except
+    return set()
+  wanted = {str(v) for v in served.values()}
+  ids = [a.id for a in pushed if _int_prop(a, "pushed") == 1
+         and a.custom_properties.get("pushed_version") is not None
+         and a.custom_properties["pushed_version"].string_value in wanted]
+  if not ids:
+    return set()
+  producers = {ev.execution_id for ev in store.get_events_by_artifact_ids(ids)
+               if ev.type == pb.Event.OUTPUT}
+  return {ctx.id for ctx, execs in runs if any(e.id in producers for e in execs)}
 
 
 def _delete_execution_scratch(store, pipeline_root, pipeline_name, executions,
@@ -473,16 +522,46 @@ def _latest_blessed(store, in_pipeline, names: List[str]) -> Set[int]:
   return ids
 
 
-def prune_logs(log_dir: str, keep: int) -> List[Deleted]:
-  """Keeps the newest `keep` run-*.log files (one per run)."""
+def _log_time(name: str) -> Optional[float]:
+  """Start time (epoch seconds) of run-<YYYYmmdd-HHMMSS>.log, local time."""
+  stamp = name[len(progress.LOG_PREFIX):-len(".log")]
+  try:
+    return time.mktime(time.strptime(stamp, progress.LOG_STAMP))
+  except ValueError:
+    return None
+
+
+def _log_succeeded(path: str) -> bool:
+  """Whether the log ends with progress.FINISHED_MARK (read from its tail)."""
+  try:
+    with open(path, "rb") as f:
+      f.seek(max(0, os.path.getsize(path) - 64 * 1024))
+      return progress.FINISHED_MARK.encode() in f.read()
+  except OSError:
+    return False
+
+
+def prune_logs(log_dir: str, keep: int, serving_dir: Optional[str] = None
+               ) -> List[Deleted]:
+  """Keeps the newest `keep` logs of successful runs, the newest `keep` of
+  failed runs, and the log of the run behind each served version (the
+  newest log started before that version was pushed)."""
   if keep <= 0 or not os.path.isdir(log_dir):
     return []
   logs = sorted(n for n in os.listdir(log_dir)
-                if n.startswith("run-") and n.endswith(".log"))
+                if n.startswith(progress.LOG_PREFIX) and n.endswith(".log"))
+  ok = [n for n in logs if _log_succeeded(os.path.join(log_dir, n))]
+  failed = [n for n in logs if n not in ok]
+  kept = set(ok[-keep:]) | set(failed[-keep:])
+  for version in served_versions(serving_dir).values():
+    before = [n for n in logs if (_log_time(n) or 0) <= version]
+    if before:
+      kept.add(before[-1])
   out = []
-  for n in logs[:-keep]:
-    p = os.path.join(log_dir, n)
-    out.append(Deleted("log", p, safe_delete(p)))
+  for n in logs:
+    if n not in kept:
+      p = os.path.join(log_dir, n)
+      out.append(Deleted("log", p, safe_delete(p)))
   return out
 
 
