@@ -21,7 +21,6 @@ nothing is built into wheels at compile time. Files shipped in the package
 import common  # noqa: F401  pylint: disable=unused-import  (first: sets TF_USE_LEGACY_KERAS)
 
 import argparse
-import json
 import os
 import posixpath
 import sys
@@ -30,6 +29,7 @@ from typing import Any, List, Optional
 from common import filesystems
 from pipeline import configs
 from runners import flags
+from trainer_modules import configs as trainer_configs
 
 DEFAULT_IMAGE = os.environ.get("RECSYS_IMAGE", "movielens-two-stage:latest")
 # Where the Dockerfile copies this repository (its WORKDIR).
@@ -70,11 +70,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       "\"--runner=DataflowRunner --project=P --region=R "
                       "--temp_location=gs://B/tmp --setup_file=/opt/recsys/"
                       "setup.py\" (same-named defaults are replaced)")
-  p.add_argument("--retrieval-config", type=json.loads, default={},
+  p.add_argument("--retrieval-config", type=trainer_configs.flag_type("retrieval"),
+                 default={},
                  help="JSON overriding retrieval trainer settings, e.g. "
                       "'{\"epochs\": 8, \"distribution_strategy\": "
                       "\"multi_worker_mirrored\"}'")
-  p.add_argument("--ranking-config", type=json.loads, default={},
+  p.add_argument("--ranking-config", type=trainer_configs.flag_type("ranking"),
+                 default={},
                  help="JSON overriding ranking trainer settings")
   flags.add_span_flags(p)
   flags.add_tune_flags(p)

@@ -24,13 +24,13 @@ exits with code 75 (EX_TEMPFAIL), a scheduler skips that tick.
 import common  # noqa: F401  pylint: disable=unused-import  (first: sets TF_USE_LEGACY_KERAS)
 
 import argparse
-import json
 import sys
 from typing import List, Optional
 
 from pipeline import configs
 from runners import flags
 from runners import local
+from trainer_modules import configs as trainer_configs
 
 EXIT_LOCKED = local.EXIT_LOCKED
 TICK_FLAG = flags.TICK_FLAG
@@ -62,10 +62,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                  help="ignore the TFX cache and run every component")
   p.add_argument("--retrieval-epochs", type=int, default=None)
   p.add_argument("--ranking-epochs", type=int, default=None)
-  p.add_argument("--retrieval-config", type=json.loads, default={},
+  p.add_argument("--retrieval-config", type=trainer_configs.flag_type("retrieval"),
+                 default={},
                  help='JSON object of retrieval hyperparameters, e.g. '
                       '\'{"embedding_dim": 32, "learning_rate": 0.02}\'')
-  p.add_argument("--ranking-config", type=json.loads, default={},
+  p.add_argument("--ranking-config", type=trainer_configs.flag_type("ranking"),
+                 default={},
                  help='JSON object of ranking hyperparameters, e.g. '
                       '\'{"architecture": "dense", "batch_size": 512}\'')
   p.add_argument("--distribution-strategy", default=None,
@@ -89,6 +91,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.error("--rollback cannot be combined with --schedule / --every")
   if args.max_runs is not None and not (args.schedule or args.every):
     p.error("--max-runs only applies with --schedule or --every")
+  try:  # before anything runs: a bad trainer setting is a usage error
+    local.trainer_settings(args)
+  except trainer_configs.ConfigError as e:
+    p.error(str(e))
   return args
 
 

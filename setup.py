@@ -18,6 +18,7 @@ setuptools.setup(
         "transform", "transform.*",
         "trainer_modules", "trainer_modules.*",
         "serving", "serving.*",
+        "runners", "runners.*",
     ]),
     py_modules=["local_runner", "kubeflow_runner"],
     package_data={"pipeline": ["schemas/*.pbtxt"]},
@@ -29,5 +30,6 @@ setuptools.setup(
         "tensorflow-recommenders==0.7.7",
         "tensorflow-datasets==4.9.10",
         "dill",
+        "pydantic>=2,<3",
     ],
 )

@@ -60,7 +60,7 @@ BEAM_PIPELINE_ARGS = [
     "--direct_num_workers=1",
 ]
 
-# Transform (transform/preprocessing.py DEFAULT_CONFIG documents the keys).
+# Transform (trainer_modules/configs.py TransformConfig: keys, types, bounds).
 TRANSFORM_CONFIG = {
     "num_timestamp_buckets": 1000,
     "min_user_count": 5,

@@ -38,6 +38,7 @@ from tfx.components import StatisticsGen
 from tfx.components import Transform
 from tfx.orchestration import pipeline as tfx_pipeline
 
+from common import versions
 from components.ingestion import MovieLensExampleGen
 from components.ingestion import custom_source
 from components.ingestion import detect_source_family
@@ -46,6 +47,7 @@ from components.batch_recommender import BatchRecommender
 from components.validation_gate import ValidationGate
 from pipeline import configs
 from pipeline import schemas
+from trainer_modules import configs as trainer_configs
 
 
 IMPLICIT_NOTE = ("The data is implicit feedback (data config: implicit: true): "
@@ -141,6 +143,16 @@ def create_pipeline(
       the top batch_recommendations_k of every known user with the served
       models, when a model was pushed in this run (needs retrieval).
   """
+  # Every config is checked before anything is built (a misspelt key or a
+  # bad value is a one-line ConfigError naming it, trainer_modules/configs.py);
+  # the components get the merged dicts, so exec properties and the cache
+  # stay as they were.
+  transform_config = dict(configs.TRANSFORM_CONFIG, **(transform_config or {}))
+  retrieval_config = dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {}))
+  ranking_config = dict(configs.RANKING_CONFIG, **(ranking_config or {}))
+  for kind, config in (("transform", transform_config),
+                       ("retrieval", retrieval_config), ("ranking", ranking_config)):
+    trainer_configs.validate(kind, config)
   components = []
 
   # 1. Ingest: ratings as tf.Examples (train/eval) and the movie catalogue.
@@ -192,7 +204,7 @@ def create_pipeline(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
       preprocessing_fn=configs.PREPROCESSING_FN,
-      custom_config=dict(configs.TRANSFORM_CONFIG, **(transform_config or {})),
+      custom_config=transform_config,
       disable_statistics=configs.TRANSFORM_DISABLE_STATISTICS)
   transform.add_upstream_node(gate)  # nothing trains on data that failed validation
   if drift_gate is not None:
@@ -202,9 +214,9 @@ def create_pipeline(
   if enable_retrieval:
     from pipeline import retrieval_branch  # pylint: disable=g-import-not-at-top
     components += retrieval_branch.create(
-        example_gen=example_gen, transform=transform, schema_gen=schema_gen,
-        serving_dir=os.path.join(serving_dir, "retrieval"),
-        custom_config=dict(configs.RETRIEVAL_CONFIG, **(retrieval_config or {})),
+        example_gen=example_gen, transform=transform,
+        serving_dir=os.path.join(serving_dir, versions.RETRIEVAL),
+        custom_config=retrieval_config,
         tune=tune, tune_trials=tune_trials)
   implicit = enable_ranking and is_implicit(data_config)
   if implicit:
@@ -216,9 +228,9 @@ def create_pipeline(
   if enable_ranking:
     from pipeline import ranking_branch  # pylint: disable=g-import-not-at-top
     components += ranking_branch.create(
-        example_gen=example_gen, transform=transform, schema_gen=schema_gen,
-        serving_dir=os.path.join(serving_dir, "ranking"),
-        custom_config=dict(configs.RANKING_CONFIG, **(ranking_config or {})),
+        example_gen=example_gen, transform=transform,
+        serving_dir=os.path.join(serving_dir, versions.RANKING),
+        custom_config=ranking_config,
         present_features=([f.name for f in schemas.load_schema(family).feature]
                           if schema_file else None),
         tune=tune, tune_trials=tune_trials,

@@ -45,11 +45,10 @@ TUNER_ID = "RankingTuner"
 TUNER_FN = "trainer_modules.tuning.ranking_tuner_fn"
 
 
-def create(example_gen, transform, schema_gen, serving_dir: str,
+def create(example_gen, transform, serving_dir: str,
            custom_config: Dict[str, Any], present_features=None,
            tune: bool = False, tune_trials: Optional[int] = None,
            retrieval_trainer=None, implicit: bool = False) -> List[Any]:
-  del schema_gen
   if retrieval_trainer is None:
     raise ValueError("The ranking branch needs the retrieval branch's Trainer: "
                      "its blessing is the two-stage evaluation of both models")

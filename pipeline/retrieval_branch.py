@@ -30,10 +30,9 @@ TUNER_ID = "RetrievalTuner"
 TUNER_FN = "trainer_modules.tuning.retrieval_tuner_fn"
 
 
-def create(example_gen, transform, schema_gen, serving_dir: str,
+def create(example_gen, transform, serving_dir: str,
            custom_config: Dict[str, Any], tune: bool = False,
            tune_trials: Optional[int] = None) -> List[Any]:
-  del schema_gen  # the Transform output carries the schemas the trainer needs
   # Resolved before this run's trainer: the model an earlier run pushed.
   baseline = latest_blessed_model_resolver(RESOLVER_ID, TRAINER_ID, PUSHER_ID,
                                            blessing_key=SERVED_BLESSING_KEY)

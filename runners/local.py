@@ -29,6 +29,7 @@ from runners import flags
 from runners import progress as progress_lib
 from runners import retention
 from runners import schedule as schedule_lib
+from trainer_modules import configs as trainer_configs
 
 EXIT_LOCKED = schedule_lib.EXIT_LOCKED
 
@@ -42,6 +43,25 @@ def local_abspath(data: str) -> str:
   return data
 
 
+def trainer_settings(args: argparse.Namespace):
+  """(retrieval config, ranking config): the JSON flags with --*-epochs and
+  --distribution-strategy applied, each checked (trainer_configs.ConfigError
+  naming the key and what was expected)."""
+  retrieval_config, ranking_config = dict(args.retrieval_config), dict(args.ranking_config)
+  if args.retrieval_epochs is not None:
+    retrieval_config["epochs"] = args.retrieval_epochs
+  if args.ranking_epochs is not None:
+    ranking_config["epochs"] = args.ranking_epochs
+  if args.distribution_strategy:
+    for config in (retrieval_config, ranking_config):
+      config["distribution_strategy"] = args.distribution_strategy
+  for kind, config, defaults in (
+      ("retrieval", retrieval_config, configs.RETRIEVAL_CONFIG),
+      ("ranking", ranking_config, configs.RANKING_CONFIG)):
+    trainer_configs.validate(kind, dict(defaults, **config))
+  return retrieval_config, ranking_config
+
+
 def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
   """One pipeline run (the pipeline is created afresh: new data and spans
   are fingerprinted again); 0 on success, 1 on failure."""
@@ -53,14 +73,7 @@ def run_pipeline(args: argparse.Namespace, paths: dict) -> int:
   print(f"Beam: {' '.join(beam)}")
   print(f"Full logs: {log_path}")
 
-  retrieval_config, ranking_config = dict(args.retrieval_config), dict(args.ranking_config)
-  if args.retrieval_epochs is not None:
-    retrieval_config["epochs"] = args.retrieval_epochs
-  if args.ranking_epochs is not None:
-    ranking_config["epochs"] = args.ranking_epochs
-  if args.distribution_strategy:
-    for config in (retrieval_config, ranking_config):
-      config["distribution_strategy"] = args.distribution_strategy
+  retrieval_config, ranking_config = trainer_settings(args)
 
   t0 = time.time()
   try:

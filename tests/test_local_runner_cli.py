@@ -224,3 +224,18 @@ def test_span_strategy_and_beam_flags_parse():
   assert local.local_abspath("s3://b/ml/span-{SPAN}") == "s3://b/ml/span-{SPAN}"
   beam = configs.merged_beam_args(args.beam_args)
   assert "--direct_num_workers=2" in beam and "--direct_num_workers=1" not in beam
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--retrieval-config", '{"embeding_dim": 8}'], "did you mean embedding_dim"),
+    (["--retrieval-config", "[1,2]"], "retrieval config"),
+    (["--ranking-config", "not json"], "ranking config"),
+    (["--ranking-epochs", "-1"], "epochs"),
+])
+def test_bad_trainer_settings_are_usage_errors_before_anything_runs(flags, message, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    local_runner.parse_args(["--output-dir", "x"] + flags)
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err
+
