@@ -1,10 +1,11 @@
 """Two-stage recommendations from the pushed models: retrieve → filter → rank.
 
-`Recommender(serving_dir)` serves the newest complete pushed versions of
+`Recommender(serving_dir)` serves the newest usable pushed versions of
 `<serving_dir>/retrieval/<version>` and `<serving_dir>/ranking/<version>`
-(integer folders, TF Serving layout; a version is complete once its
-saved_model.pb exists, and the retrieval one also needs
-assets.extra/manifest.json). An output directory of local_runner (holding
+(integer folders, TF Serving layout; common/versions.py says which are
+complete). A version that is incomplete or does not load is skipped with a
+warning naming it and why, for the next older one (serving/version_picker.py);
+`health()` reports it. An output directory of local_runner (holding
 `serving/`) is accepted too.
 
 recommend(user_id, k, n_candidates, features):
@@ -33,18 +34,21 @@ time (stored inside the models: see model_parts.UserDefaults), and "now" for
 an unknown user, which the Transform clips to the end of the training range.
 
 New versions are picked up without restart: at most every `check_interval`
-seconds a request looks at the folders; a newer version is loaded in a
-background thread (or synchronously with `refresh()`) and swapped in with one
-reference assignment, so every request sees one consistent set of models.
+seconds a request (or `poll()`, e.g. /healthz) looks at the folders; a newer
+version is loaded in a background thread (or synchronously with `refresh()`)
+and swapped in with one reference assignment, so every request sees one
+consistent set of models. A newer version that is damaged leaves the loaded
+models serving; it is tried again only once its files change.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import common  # noqa: F401  pylint: disable=unused-import  (TF_USE_LEGACY_KERAS)
 
@@ -53,19 +57,25 @@ import tensorflow as tf
 
 from common import assets
 from common import features as F
+from common import versions
+from serving import errors
+from serving import limits
+from serving import version_picker
 
-ASSETS_EXTRA = assets.ASSETS_EXTRA
-CATALOGUE_FILE = assets.CATALOGUE_FILE
-USER_FEATURES_FILE = assets.USER_FEATURES_FILE
-MANIFEST_FILE = assets.MANIFEST_FILE
-RETRIEVAL, RANKING = "retrieval", "ranking"
+# Names other modules reach through this one (components/batch_recommender,
+# benchmarks/retrieval_ann.py, the evaluators): each is defined elsewhere once.
+RETRIEVAL, RANKING = versions.RETRIEVAL, versions.RANKING
+complete_versions = versions.complete_versions
+resolve_serving_dir = version_picker.resolve_serving_dir
+ASSETS_EXTRA, CATALOGUE_FILE = assets.ASSETS_EXTRA, assets.CATALOGUE_FILE
+RecommenderError = errors.RecommenderError
+MAX_K = limits.MAX_K
 # Outputs of the ranking model's serving_default: the order, the rating and
 # (when the model has it) the EASE item-item score of the user's history.
 RANK_SCORE, RATING, ITEM_ITEM = "scores", "predictions", "item_item_scores"
 RRF_K = 60  # reciprocal rank fusion constant (see fuse_ranks)
 ITEM_ITEM_WEIGHT = 4.0  # weight of the item-item rank in the fusion
 RATING_WEIGHT = 0.5  # weight of the predicted-rating rank in the fusion
-MAX_K = 1000
 
 # Friendly names accepted in `features` besides the contract's raw names.
 FEATURE_ALIASES = {
@@ -81,55 +91,34 @@ _GENDER = {"m": 1, "male": 1, "f": 0, "female": 0}
 log = logging.getLogger(__name__)
 
 
-class RecommenderError(Exception):
-  """No usable model (nothing pushed, pinned version missing, ...)."""
-
-
-# ---------------------------------------------------------------------------
-# Versions on disk.
-
-def resolve_serving_dir(path: str) -> str:
-  """`path` itself, or `path/serving` when path is a run's output dir."""
-  path = os.path.abspath(path)
-  if not os.path.isdir(os.path.join(path, RETRIEVAL)) and os.path.isdir(
-      os.path.join(path, "serving", RETRIEVAL)):
-    return os.path.join(path, "serving")
-  return path
-
-
-def is_complete(model: str, version_dir: str) -> bool:
-  if not os.path.exists(os.path.join(version_dir, "saved_model.pb")):
-    return False
-  if model == RETRIEVAL:
-    return os.path.exists(os.path.join(version_dir, ASSETS_EXTRA, MANIFEST_FILE))
-  return True
-
-
-def complete_versions(serving_dir: str, model: str) -> List[int]:
-  """Integer version folders of `<serving_dir>/<model>` that are complete."""
-  base = os.path.join(serving_dir, model)
-  try:
-    names = os.listdir(base)
-  except OSError:
-    return []
-  return sorted(int(n) for n in names if n.isdigit()
-                and is_complete(model, os.path.join(base, n)))
-
-
 # ---------------------------------------------------------------------------
 # Request features.
+
+def _number(key: str, value: Any, kind: str) -> float:
+  """value as a float for validation (ValueError naming `key` otherwise)."""
+  if not isinstance(value, (int, float)) or isinstance(value, bool):
+    raise ValueError(f"{key} must be {kind}, got {type(value).__name__}")
+  try:
+    return float(value)
+  except OverflowError:  # an int beyond any float
+    raise ValueError(f"{key} must be a finite number, got an integer of "
+                     f"{value.bit_length()} bits") from None
+
 
 def normalize_features(features: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
   """Request user features → raw contract features (ValueError if invalid).
 
   Accepts the contract's user feature names and the aliases age, gender
   ("M"/"F"/1/0), occupation, zip / zip_code. `age` also fills
-  bucketized_user_age.
+  bucketized_user_age. Strings hold at most limits.MAX_STRING_CHARS
+  characters, numbers must be finite and in limits.NUMBER_RANGES (age
+  0..120), at most limits.MAX_FEATURES entries (see serving/limits.py).
   """
   if features is None:
     return {}
   if not isinstance(features, Mapping):
     raise ValueError("features must be an object of user features")
+  limits.check_features_count(features)
   out: Dict[str, Any] = {}
   for key, value in features.items():
     name = FEATURE_ALIASES.get(key, key)
@@ -138,28 +127,31 @@ def normalize_features(features: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
         spec.kind != F.USER and name not in CONTEXT_FEATURES):
       allowed = sorted((set(FEATURE_ALIASES) | set(F.USER_FEATURES)
                         | set(CONTEXT_FEATURES)) - {F.USER_ID})
-      raise ValueError(f"unknown feature {key!r} (allowed: {', '.join(allowed)})")
+      shown = key if len(str(key)) <= 40 else f"{str(key)[:40]}..."
+      raise ValueError(f"unknown feature {shown!r} (allowed: {', '.join(allowed)})")
     if value is None:
       continue
     if name == F.USER_GENDER and isinstance(value, str):
       if value.lower() not in _GENDER:
-        raise ValueError(f"gender must be M/F (or 1/0), got {value!r}")
+        shown = value if len(value) <= 40 else f"{value[:40]}..."
+        raise ValueError(f"gender must be M/F (or 1/0), got {shown!r}")
       value = _GENDER[value.lower()]
     if spec.dtype == F.BYTES:
       if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise ValueError(f"{key} must be a string, got {type(value).__name__}")
       value = str(value)
+      limits.check_string(key, value)
     elif spec.dtype == F.FLOAT:
-      if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f"{key} must be a number, got {type(value).__name__}")
-      value = float(value)
+      value = _number(key, value, "a number")
+      limits.check_number(name, value, shown=key)
     else:
-      if (not isinstance(value, (int, float)) or isinstance(value, bool)
-          or float(value) != int(value)):
+      number = _number(key, value, "an integer")
+      if math.isfinite(number) and number == int(number):
+        limits.check_number(name, value if isinstance(value, int) else number,
+                            shown=key)
+      else:
         raise ValueError(f"{key} must be an integer, got {value!r}")
       value = int(value)
-      if name == F.TIMESTAMP and value < 0:
-        raise ValueError(f"{key} must be seconds since 1970 (>= 0), got {value}")
     out[name] = value
   if F.RAW_USER_AGE in out and F.BUCKETIZED_USER_AGE not in out:
     age = out[F.RAW_USER_AGE]
@@ -219,34 +211,65 @@ def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = N
 
 
 # ---------------------------------------------------------------------------
-# One loaded set of models.
+# Loaded models: each part loads (and is checked) on its own, so a damaged
+# ranking version does not cost the good retrieval one, and the part that
+# did not change is reused by a reload.
 
-class _Models:
-  """Immutable bundle: retrieval model + tables, optional ranking model."""
+def _read_catalogue(assets_dir: str):
+  """(movie ids, titles, genre ids, embedding matrix) of catalogue.jsonl.
 
-  def __init__(self, rdir: str, kdir: Optional[str],
-               retrieval_version: Optional[int], ranking_version: Optional[int]):
-    t0 = time.time()
-    self.versions = {RETRIEVAL: retrieval_version, RANKING: ranking_version}
-    self.retrieval = tf.saved_model.load(rdir)
-    self.query_fn = self.retrieval.signatures[F.RETRIEVAL_QUERY_SIGNATURE]
-    assets_dir = os.path.join(rdir, ASSETS_EXTRA)
-    ids, titles, genres, emb = [], [], [], []
-    with open(os.path.join(assets_dir, CATALOGUE_FILE), encoding="utf-8") as f:
-      for line in f:
+  Serving's reader; benchmarks/retrieval_ann.py reads the same file's
+  embeddings itself.
+  """
+  path = os.path.join(assets_dir, assets.CATALOGUE_FILE)
+  ids, titles, genres, emb = [], [], [], []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      try:
         row = json.loads(line)
         ids.append(row["movie_id"])
         titles.append(row["movie_title"])
         genres.append([int(g) for g in row["movie_genres"]])
         emb.append(row["embedding"])
-    self.movie_ids = ids
-    self.titles = titles
-    self.genres = genres
-    self.candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} line "
+                         f"{n} is not a catalogue row ({type(e).__name__}: "
+                         f"{e})") from None
+  candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
+  if candidates.ndim != 2 or not len(candidates) or not np.isfinite(candidates).all():
+    raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} holds no "
+                     "finite [movies, dim] embedding matrix "
+                     f"(shape {candidates.shape})")
+  return ids, titles, genres, candidates
+
+
+def _manifest_catalogue_size(assets_dir: str) -> Optional[int]:
+  try:
+    with open(os.path.join(assets_dir, assets.MANIFEST_FILE), encoding="utf-8") as f:
+      size = json.load(f).get("catalogue_size")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return size if isinstance(size, int) else None
+
+
+class _Retrieval:
+  """The retrieval SavedModel and its serving tables (assets.extra/)."""
+
+  def __init__(self, rdir: str):
+    self.model = tf.saved_model.load(rdir)
+    self.query_fn = self.model.signatures[F.RETRIEVAL_QUERY_SIGNATURE]
+    assets_dir = os.path.join(rdir, assets.ASSETS_EXTRA)
+    ids, titles, genres, candidates = _read_catalogue(assets_dir)
+    expected = _manifest_catalogue_size(assets_dir)
+    if expected is not None and expected != len(ids):
+      raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} has "
+                       f"{len(ids)} movies, {assets.MANIFEST_FILE} says {expected}")
+    self.movie_ids, self.titles, self.genres = ids, titles, genres
+    self.candidates = candidates
     # Memory-mapped: nothing is read until a request needs a user's row.
     self.seen = assets.SeenTable.load(assets_dir, catalogue_ids=ids)
     self.user_raw: Dict[str, Dict[str, Any]] = {}
-    path = os.path.join(assets_dir, USER_FEATURES_FILE)
+    path = os.path.join(assets_dir, assets.USER_FEATURES_FILE)
     if os.path.exists(path):
       with open(path, encoding="utf-8") as f:
         for line in f:
@@ -260,22 +283,38 @@ class _Models:
     self.movie_bytes = [
         F.features_bytes({F.MOVIE_ID: m, F.MOVIE_TITLE: t, F.MOVIE_GENRES: g})
         for m, t, g in zip(ids, titles, genres)]
-    self.rank_fn = None
-    if kdir is not None:
-      self.ranking = tf.saved_model.load(kdir)
-      self.rank_fn = self.ranking.signatures["serving_default"]
-    self.warm_up()
-    log.info("Loaded retrieval v%s, ranking v%s in %.1fs", retrieval_version,
-             ranking_version, time.time() - t0)
-
-  def warm_up(self) -> None:
-    """Traces both signatures once so the first request is fast."""
+    # Traces the signature once so the first request is fast.
     q = F.example_from_features(F.features_bytes({F.USER_ID: "__warmup__"}))
     self.query_fn(examples=tf.constant([q]))
-    if self.rank_fn is not None:
-      user = F.features_bytes({F.USER_ID: "__warmup__"})
-      self.rank_fn(examples=tf.constant(
-          [F.example_from_features(user + self.movie_bytes[0])] * 2))
+
+
+class _Ranking:
+  """The ranking SavedModel's serving_default, traced on one example."""
+
+  def __init__(self, kdir: str, sample_movie: bytes):
+    self.model = tf.saved_model.load(kdir)
+    self.rank_fn = self.model.signatures["serving_default"]
+    user = F.features_bytes({F.USER_ID: "__warmup__"})
+    self.rank_fn(examples=tf.constant(
+        [F.example_from_features(user + sample_movie)] * 2))
+
+
+class _Models:
+  """Immutable bundle: retrieval model + tables, optional ranking model."""
+
+  def __init__(self, retrieval: _Retrieval, ranking: Optional[_Ranking],
+               retrieval_version: Optional[int], ranking_version: Optional[int],
+               ranking_note: Optional[str] = None):
+    self.versions = {RETRIEVAL: retrieval_version, RANKING: ranking_version}
+    self.retrieval_part, self.ranking_part = retrieval, ranking
+    self.query_fn = retrieval.query_fn
+    self.movie_ids, self.titles = retrieval.movie_ids, retrieval.titles
+    self.genres, self.candidates = retrieval.genres, retrieval.candidates
+    self.seen, self.user_raw = retrieval.seen, retrieval.user_raw
+    self.movie_bytes = retrieval.movie_bytes
+    self.rank_fn = None if ranking is None else ranking.rank_fn
+    # Why there is no ranking model, said with every unranked result.
+    self.ranking_note = ranking_note or "no ranking model pushed"
 
 
 # ---------------------------------------------------------------------------
@@ -283,14 +322,20 @@ class _Models:
 class Recommender:
   """Two-stage recommendations from `<serving_dir>/{retrieval,ranking}`.
 
-  version: None (newest, followed as new ones are pushed), an int (pins that
-  version of both models; the ranking model is optional unless pinned and
-  present) or {"retrieval": v, "ranking": v}.
+  version: None (newest usable, followed as new ones are pushed), an int
+  (pins that version of both models; the ranking model is optional unless
+  pinned and present) or {"retrieval": v, "ranking": v}. A pinned version
+  that is missing or damaged is a RecommenderError.
+
+  allow_empty: start without a usable model instead of raising (requests
+  raise RecommenderError, `health()` says "unavailable") and keep looking
+  every check_interval; what each `recommend serve --workers` process does.
   """
 
   def __init__(self, serving_dir: str,
                version: Union[None, int, Mapping[str, Optional[int]]] = None,
-               check_interval: float = 2.0, background_reload: bool = True):
+               check_interval: float = 2.0, background_reload: bool = True,
+               allow_empty: bool = False):
     self.serving_dir = resolve_serving_dir(serving_dir)
     if isinstance(version, Mapping):
       self.pinned = {RETRIEVAL: version.get(RETRIEVAL), RANKING: version.get(RANKING)}
@@ -300,16 +345,32 @@ class Recommender:
       self.pinned = {RETRIEVAL: None, RANKING: None}
     self.check_interval = float(check_interval)
     self.background_reload = background_reload
+    self._init_state()
+    self._pickers = {m: version_picker.VersionPicker(self.serving_dir, m)
+                     for m in versions.MODELS}
+    try:
+      self.refresh()
+    except RecommenderError as e:
+      if not allow_empty:
+        raise
+      self._last_error = self._relative(str(e))
+      log.error("%s", e)
+
+  def _relative(self, message: str) -> str:
+    """message with the serving dir's absolute path cut (for clients)."""
+    return message.replace(self.serving_dir + os.sep, "").replace(
+        self.serving_dir, ".")
+
+  def _init_state(self) -> None:
     self._lock = threading.Lock()
     self._loading = False
     self._reload_thread: Optional[threading.Thread] = None
     self._last_check = 0.0
     self._models: Optional[_Models] = None
-    self.refresh()
-    if self._models is None:
-      raise RecommenderError(
-          f"No complete retrieval model under {self.serving_dir}/{RETRIEVAL} "
-          "(integer version folders with saved_model.pb)")
+    self._pickers: Dict[str, version_picker.VersionPicker] = {}
+    # What the last refresh passed over (versions above the served ones).
+    self._skips: Dict[str, List[version_picker.Skip]] = {m: [] for m in versions.MODELS}
+    self._last_error: Optional[str] = None
 
   @classmethod
   def from_model_dirs(cls, retrieval_dir: str,
@@ -322,54 +383,93 @@ class Recommender:
     self.pinned = {RETRIEVAL: None, RANKING: None}
     self.check_interval = float("inf")
     self.background_reload = False
-    self._lock = threading.Lock()
-    self._loading = False
-    self._reload_thread = None
+    self._init_state()
     self._last_check = time.monotonic()
-    self._models = _Models(retrieval_dir, ranking_dir, None, None)
+    t0 = time.time()
+    retrieval = _Retrieval(retrieval_dir)
+    ranking = None if ranking_dir is None else _Ranking(
+        ranking_dir, retrieval.movie_bytes[0])
+    self._models = _Models(retrieval, ranking, None, None)
+    log.info("Loaded %s and %s in %.1fs", retrieval_dir, ranking_dir,
+             time.time() - t0)
     return self
 
   # -- versions --------------------------------------------------------------
-  def _wanted(self) -> Tuple[Optional[int], Optional[int]]:
-    out = []
-    for model in (RETRIEVAL, RANKING):
-      versions = complete_versions(self.serving_dir, model)
-      pin = self.pinned[model]
-      if pin is None:
-        out.append(versions[-1] if versions else None)
-      elif pin in versions:
-        out.append(pin)
-      elif model == RANKING and not versions:
-        out.append(None)
-      else:
-        raise RecommenderError(
-            f"Pinned {model} version {pin} not found (complete versions: "
-            f"{versions or 'none'}) under {self.serving_dir}/{model}")
-    return out[0], out[1]
+  def _no_retrieval_message(self, skips: List[version_picker.Skip]) -> str:
+    where = os.path.join(self.serving_dir, RETRIEVAL)
+    if not skips:
+      return (f"No complete retrieval model under {where} (integer version "
+              "folders with saved_model.pb)")
+    return (f"No usable retrieval model under {where}: "
+            + "; ".join(str(s) for s in skips))
+
+  def _pick_retrieval(self, current: Optional[_Models]):
+    picker = self._pickers[RETRIEVAL]
+    pin = self.pinned[RETRIEVAL]
+    if pin is not None:
+      if current is not None and current.versions[RETRIEVAL] == pin:
+        return pin, current.retrieval_part, []
+      return pin, picker.load_pinned(pin, _Retrieval), []
+    version, part, skips = picker.pick(
+        None if current is None else current.versions[RETRIEVAL], _Retrieval)
+    if part is version_picker.KEEP:
+      part = current.retrieval_part
+    if version is None:
+      if current is None:
+        raise RecommenderError(self._no_retrieval_message(skips))
+      # Nothing usable on disk any more: the loaded models keep serving.
+      return current.versions[RETRIEVAL], current.retrieval_part, skips
+    return version, part, skips
+
+  def _pick_ranking(self, current: Optional[_Models], retrieval: _Retrieval):
+    picker = self._pickers[RANKING]
+
+    def load(kdir):
+      return _Ranking(kdir, retrieval.movie_bytes[0])
+
+    pin = self.pinned[RANKING]
+    if pin is not None:
+      if current is not None and current.versions[RANKING] == pin:
+        return pin, current.ranking_part, []
+      if not picker.on_disk():
+        return None, None, []  # nothing pushed: ranking is optional
+      return pin, picker.load_pinned(pin, load), []
+    loaded = None if current is None else current.versions[RANKING]
+    version, part, skips = picker.pick(loaded, load)
+    if part is version_picker.KEEP:
+      part = current.ranking_part
+    if version is None and skips and loaded is not None:
+      # Every ranking version on disk is bad: keep the loaded one.
+      return loaded, current.ranking_part, skips
+    return version, part, skips
 
   def refresh(self) -> bool:
-    """Loads newer versions now, if any; True when the models changed."""
+    """Loads newer versions now, if any; True when the models changed.
+
+    Damaged versions are skipped (see serving/version_picker.py); the
+    RecommenderError of a pinned version that is damaged or missing, or of
+    no usable retrieval version, is raised only while nothing is loaded.
+    """
     self._last_check = time.monotonic()
-    retrieval_v, ranking_v = self._wanted()
     current = self._models
-    if retrieval_v is None:
-      return False
+    if current is not None and all(self.pinned[m] is not None for m in versions.MODELS):
+      return False  # pinned versions never change
+    t0 = time.time()
+    retrieval_v, retrieval, r_skips = self._pick_retrieval(current)
+    ranking_v, ranking, k_skips = self._pick_ranking(current, retrieval)
+    self._skips = {RETRIEVAL: r_skips, RANKING: k_skips}
+    first = (r_skips + k_skips)[:1]
+    self._last_error = str(first[0]) if first else None
     if current is not None and (current.versions[RETRIEVAL],
                                 current.versions[RANKING]) == (retrieval_v, ranking_v):
       return False
-    try:
-      models = _Models(
-          os.path.join(self.serving_dir, RETRIEVAL, str(retrieval_v)),
-          None if ranking_v is None else os.path.join(
-              self.serving_dir, RANKING, str(ranking_v)),
-          retrieval_v, ranking_v)
-    except Exception:  # pylint: disable=broad-except
-      if current is None:
-        raise
-      log.exception("Could not load retrieval v%s / ranking v%s; keeping "
-                    "the loaded models", retrieval_v, ranking_v)
-      return False
-    self._models = models  # one assignment: requests see old or new, whole
+    note = None
+    if ranking is None and k_skips:
+      note = "no usable ranking model (the pushed versions were skipped)"
+    self._models = _Models(retrieval, ranking, retrieval_v, ranking_v, note)
+    # One assignment above: requests see the old or the new models, whole.
+    log.info("Serving retrieval v%s, ranking v%s (loaded in %.1fs)",
+             retrieval_v, ranking_v, time.time() - t0)
     return True
 
   def _maybe_refresh(self) -> None:
@@ -384,7 +484,12 @@ class Recommender:
     def run():
       try:
         self.refresh()
-      except Exception:  # pylint: disable=broad-except
+      except RecommenderError as e:
+        self._last_error = self._relative(str(e))
+        log.error("Model refresh failed: %s", e)
+      except Exception as e:  # pylint: disable=broad-except
+        self._last_error = "reload failed: " + version_picker.describe_error(
+            e, self.serving_dir)
         log.exception("Model refresh failed")
       finally:
         self._loading = False
@@ -395,6 +500,12 @@ class Recommender:
       self._reload_thread.start()
     else:
       run()
+
+  def poll(self) -> None:
+    """Looks for new versions if check_interval has passed (in the background
+    unless background_reload is off); what /healthz calls, so a server
+    without traffic, or without a usable model yet, still reloads."""
+    self._maybe_refresh()
 
   def close(self, timeout: float = 60.0) -> None:
     """Stops reloading and waits for a reload in progress.
@@ -407,19 +518,55 @@ class Recommender:
     if thread is not None and thread.is_alive():
       thread.join(timeout)
 
+  def _current(self) -> _Models:
+    m = self._models
+    if m is None:
+      raise RecommenderError(
+          "no usable model loaded yet"
+          + (f" ({self._last_error})" if self._last_error else ""))
+    return m
+
   @property
   def versions(self) -> Dict[str, Optional[int]]:
-    return dict(self._models.versions)
+    return dict(self._current().versions)
 
   @property
   def catalogue_size(self) -> int:
-    return len(self._models.movie_ids)
+    return len(self._current().movie_ids)
 
   def info(self) -> Dict[str, Any]:
-    m = self._models
+    m = self._current()
     return {"serving_dir": self.serving_dir, "model_versions": dict(m.versions),
             "pinned": dict(self.pinned), "catalogue_size": len(m.movie_ids),
             "known_users": len(m.seen), "ranking_loaded": m.rank_fn is not None}
+
+  def health(self) -> Dict[str, Any]:
+    """What /healthz shows: "ok" (the newest version of each model on disk is
+    served), "degraded" (a newer version was skipped, or a reload failed:
+    the loaded models still serve; last_reload_error says why) or
+    "unavailable" (no model loaded). No absolute paths: reasons are relative
+    to the version folder."""
+    m = self._models
+    served = dict(m.versions) if m is not None else {RETRIEVAL: None, RANKING: None}
+    models = {}
+    for model in versions.MODELS:
+      skips = self._skips.get(model, [])
+      models[model] = {
+          "version": served[model],
+          "skipped": {str(s.version): s.reason for s in skips}}
+    if m is None:
+      status = "unavailable"
+    elif self._last_error or any(models[x]["skipped"] for x in models):
+      status = "degraded"
+    else:
+      status = "ok"
+    out = {"status": status, "model_versions": served,
+           "pinned": dict(self.pinned), "models": models,
+           "last_reload_error": self._last_error}
+    if m is not None:
+      out.update(catalogue_size=len(m.movie_ids), known_users=len(m.seen),
+                 ranking_loaded=m.rank_fn is not None)
+    return out
 
   # -- recommendations -------------------------------------------------------
   def recommend(self, user_id, k: int = 10, n_candidates: int = 100,
@@ -434,7 +581,7 @@ class Recommender:
     unknown / ill-typed features).
     """
     self._maybe_refresh()
-    m = self._models
+    m = self._current()
     if user_id is None or isinstance(user_id, (bool, float, list, dict)):
       raise ValueError("user_id must be a string (or integer)")
     user_id = str(user_id)
@@ -521,7 +668,7 @@ class Recommender:
       messages.append(f"only {len(items)} unseen movies for this user "
                       f"(asked for {k})")
     if m.rank_fn is None:
-      messages.append("no ranking model pushed: items are in retrieval order")
+      messages.append(f"{m.ranking_note}: items are in retrieval order")
     return {"user_id": user_id, "known_user": known,
             "model_versions": dict(m.versions), "items": items,
             "num_unseen": int(n_unseen), "num_candidates": int(len(top)),

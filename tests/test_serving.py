@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from common import features as F
+from common import versions
 from serving import recommender as rec_lib
 
 GENRE_NAME = {1: "Action", 2: "Adventure", 3: "Animation", 4: "Children",
@@ -96,7 +97,7 @@ def test_complete_versions(tmp_path):
   for v in ("1", "2", "10", "tmp", "3"):
     (base / v).mkdir(parents=True)
   for v in ("1", "2", "10", "tmp"):
-    (base / v / "saved_model.pb").write_bytes(b"")
+    (base / v / "saved_model.pb").write_bytes(b"graph")
   assert rec_lib.complete_versions(str(tmp_path), "ranking") == [1, 2, 10]
   assert rec_lib.complete_versions(str(tmp_path), "retrieval") == []
   with pytest.raises(rec_lib.RecommenderError):
@@ -132,9 +133,14 @@ def models(tiny_transformed, tmp_path_factory):
           "ranking": os.path.join(root, "ranking")}
 
 
-def _push(models, serving_dir, model, version, complete=True):
+def _push(models, serving_dir, model, version, complete=True, version_file=True):
+  """models[model] as `<serving_dir>/<model>/<version>`, with the Pusher's
+  VERSION.json (common/versions.py) unless version_file=False (a version
+  pushed before VERSION.json existed); complete=False drops saved_model.pb."""
   dst = os.path.join(str(serving_dir), model, str(version))
   shutil.copytree(models[model], dst)
+  if version_file:
+    versions.write_version_file(dst, model)
   if not complete:
     os.remove(os.path.join(dst, "saved_model.pb"))
   return dst
