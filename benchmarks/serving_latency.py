@@ -2,6 +2,8 @@
 
   .venv/bin/python benchmarks/serving_latency.py --output-dir DIR
       [--requests 500] [--k 10] [--n-candidates 100] [--no-http]
+      [--concurrency 1,8,32] [--concurrency-requests 400]
+      [--server-workers 1] [--server-threads 4] [--no-concurrency]
       [--out benchmarks/results/serving_latency.json]
 
 * in process: Recommender.recommend() for known users (ids from the
@@ -12,6 +14,13 @@
 * HTTP: the FastAPI app (serving/http.py) under uvicorn on a loopback port,
   GET /recommend for known users and cold-start POSTs with features, timed
   by a client in the same process (so client and server share the cores).
+* concurrency: a real `recommend serve` subprocess (--server-workers
+  uvicorn processes, --server-threads model threads each) on a loopback
+  port, and 1, 8 and 32 client threads in this process, each with its own
+  keep-alive connection, sending GET /recommend for known users until
+  --concurrency-requests requests are answered: p50/p99 latency, requests
+  per second and non-200 answers per level (clients and server share the
+  cores).
 p50/p90/p99/max per case, checked against the serving target (p99 ≤ 20 ms
 for top-10 over the whole catalogue on 2 cores). Prints a table and writes
 JSON with model versions and machine info.
@@ -24,7 +33,9 @@ import json
 import os
 import platform
 import random
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -108,8 +119,110 @@ def http_latency(rec, users, requests: int, k: int, n_candidates: int, rng):
   return {"known_user_get": _stats(known), "cold_start_post": _stats(cold)}
 
 
+def concurrent_load(base_url: str, users, clients: int, requests: int, k: int,
+                    n_candidates: int):
+  """`requests` GET /recommend spread over `clients` threads (one keep-alive
+  connection each): latency percentiles, throughput and non-200 answers."""
+  import httpx  # pylint: disable=g-import-not-at-top
+  latencies, failures = [], []
+  lock = threading.Lock()
+  counter = iter(range(requests))
+
+  def client():
+    with httpx.Client(base_url=base_url, timeout=120) as c:
+      while True:
+        with lock:
+          i = next(counter, None)
+        if i is None:
+          return
+        params = {"user_id": users[i % len(users)], "k": k,
+                  "n_candidates": n_candidates}
+        t = time.perf_counter()
+        try:
+          status = c.get("/recommend", params=params).status_code
+        except httpx.HTTPError as e:
+          status = type(e).__name__
+        ms = (time.perf_counter() - t) * 1e3
+        with lock:
+          latencies.append(ms)
+          if status != 200:
+            failures.append(status)
+
+  threads = [threading.Thread(target=client) for _ in range(clients)]
+  t0 = time.perf_counter()
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  wall = time.perf_counter() - t0
+  out = dict(_stats(latencies), clients=clients,
+             requests_per_second=round(len(latencies) / wall, 1),
+             seconds=round(wall, 2), non_200=len(failures))
+  if failures:
+    out["non_200_kinds"] = sorted({str(f) for f in failures})
+  return out
+
+
+def start_server(output_dir: str, workers: int, threads: int,
+                 timeout: float = 300.0):
+  """A `recommend serve` subprocess on a free loopback port, once /healthz
+  answers 200: (process, base url)."""
+  import httpx  # pylint: disable=g-import-not-at-top
+  port = _free_port()
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+  proc = subprocess.Popen(  # pylint: disable=consider-using-with
+      [sys.executable, "-m", "serving.cli", "serve", "--output-dir", output_dir,
+       "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+       "--threads", str(threads)],
+      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  base = f"http://127.0.0.1:{port}"
+  deadline = time.time() + timeout
+  while True:
+    if proc.poll() is not None:
+      raise RuntimeError(f"recommend serve exited with {proc.returncode}")
+    if time.time() > deadline:
+      stop_server(proc)
+      raise RuntimeError("recommend serve did not answer /healthz")
+    try:
+      if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+        return proc, base
+    except httpx.TransportError:
+      pass
+    time.sleep(0.5)
+
+
+def stop_server(proc) -> None:
+  """SIGTERM by pid, SIGKILL after 60 s."""
+  if proc.poll() is None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+      proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait(timeout=30)
+
+
+def concurrency(output_dir: str, users, levels, requests: int, k: int,
+                n_candidates: int, workers: int = 1, threads: int = 4):
+  """concurrent_load at each level against one `recommend serve`."""
+  proc, base = start_server(output_dir, workers, threads)
+  try:
+    concurrent_load(base, users, 1, 20, k, n_candidates)  # warm-up
+    rows = [concurrent_load(base, users, c, requests, k, n_candidates)
+            for c in levels]
+  finally:
+    stop_server(proc)
+  return {"server": {"kind": "recommend serve subprocess, clients are threads "
+                             "of the benchmark process",
+                     "workers": workers, "threads": threads},
+          "levels": rows}
+
+
 def run(output_dir: str, requests: int = 500, k: int = 10,
-        n_candidates: int = 100, seed: int = 0, http: bool = True):
+        n_candidates: int = 100, seed: int = 0, http: bool = True,
+        concurrency_levels=(), concurrency_requests: int = 400,
+        server_workers: int = 1, server_threads: int = 4):
   rng = random.Random(seed)
   machine = machine_info()
   t0 = time.time()
@@ -147,6 +260,10 @@ def run(output_dir: str, requests: int = 500, k: int = 10,
                 "users_per_second": round(len(users) / batch_s, 1)}}
   if http:
     result["http"] = http_latency(rec, users, requests, k, n_candidates, rng)
+  if concurrency_levels:
+    result["concurrency"] = concurrency(
+        output_dir, users, concurrency_levels, concurrency_requests, k,
+        n_candidates, server_workers, server_threads)
   p99 = result["in_process"]["known_user"]["p99_ms"]
   result["target"] = {"p99_ms": TARGET_P99_MS, "in_process_known_user_p99_ms": p99,
                       "met": bool(p99 <= TARGET_P99_MS)}
@@ -172,6 +289,16 @@ def print_table(result) -> None:
           f"{s['p99_ms']:>8.2f} {s['max_ms']:>8.2f}")
   b = result["batch"]
   print(f"batch: {b['users']} users in {b['seconds']}s = {b['users_per_second']} users/s")
+  if "concurrency" in result:
+    srv = result["concurrency"]["server"]
+    print(f"concurrent clients against `recommend serve` ({srv['workers']} "
+          f"worker(s), {srv['threads']} model threads each):")
+    print(f"{'clients':>8} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+          f"{'non-200':>8}")
+    for row in result["concurrency"]["levels"]:
+      print(f"{row['clients']:>8} {row['n']:>6} {row['p50_ms']:>8.2f} "
+            f"{row['p99_ms']:>8.2f} {row['requests_per_second']:>8.1f} "
+            f"{row['non_200']:>8}")
   t = result["target"]
   print(f"target p99 ≤ {t['p99_ms']:.0f} ms (in-process, known users): "
         f"{'met' if t['met'] else 'NOT met'} ({t['in_process_known_user_p99_ms']} ms)"
@@ -181,7 +308,18 @@ def print_table(result) -> None:
   print(f"{m['cpus']} cores, load {m['loadavg_before']} → {m['loadavg_after']}")
 
 
-def main(argv=None) -> int:
+def _levels(text: str):
+  try:
+    levels = [int(x) for x in text.split(",") if x.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected client counts like 1,8,32, got {text!r}") from None
+  if not levels or min(levels) < 1:
+    raise argparse.ArgumentTypeError(f"client counts must be >= 1, got {text!r}")
+  return levels
+
+
+def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--output-dir", required=True,
@@ -191,11 +329,29 @@ def main(argv=None) -> int:
   p.add_argument("--n-candidates", type=int, default=100)
   p.add_argument("--no-http", action="store_true", help="skip the HTTP cases")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--concurrency", type=_levels, default=[1, 8, 32],
+                 help="concurrent client counts (default 1,8,32)")
+  p.add_argument("--concurrency-requests", type=int, default=400,
+                 help="requests per concurrency level")
+  p.add_argument("--server-workers", type=int, default=1,
+                 help="`recommend serve --workers` of the concurrency server")
+  p.add_argument("--server-threads", type=int, default=4,
+                 help="`recommend serve --threads` of the concurrency server")
+  p.add_argument("--no-concurrency", action="store_true",
+                 help="skip the concurrent-clients cases")
   p.add_argument("--out", "--json-out", dest="out", default=os.path.join(
       ROOT, "benchmarks", "results", "serving_latency.json"))
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
   result = run(args.output_dir, args.requests, args.k, args.n_candidates,
-               args.seed, http=not args.no_http)
+               args.seed, http=not args.no_http,
+               concurrency_levels=() if args.no_concurrency else args.concurrency,
+               concurrency_requests=args.concurrency_requests,
+               server_workers=args.server_workers,
+               server_threads=args.server_threads)
   print_table(result)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
