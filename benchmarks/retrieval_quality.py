@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import ml100k_data  # noqa: E402
+from common import catalogue as catalogue_lib  # noqa: E402
 from common import features as F  # noqa: E402
 
 KS = (10, 50, 100)
@@ -127,8 +128,7 @@ def embed(fn, serialized: Sequence[bytes], batch: int = 1024) -> np.ndarray:
 
 def evaluate_model(model_dir: str, users, movie_ids, catalogue_dir, prep) -> Dict[str, float]:
   model = tf.saved_model.load(model_dir)
-  from trainer_modules import retrieval_export  # pylint: disable=g-import-not-at-top
-  cat = retrieval_export.read_catalogue(catalogue_dir)
+  cat = catalogue_lib.read_catalogue(catalogue_dir)
   cand = embed(model.signatures["candidate_embedding"], cat["serialized"])
   pos = {m.decode(): i for i, m in enumerate(cat["movie_ids"])}
   cand = cand[[pos[m] for m in movie_ids]]

@@ -38,8 +38,10 @@ from tfx.types import standard_component_specs
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import json_utils
 
+from common import catalogue as catalogue_lib
+
 CATALOGUE_KEY = "catalogue"
-CATALOGUE_SPLIT = "catalogue"
+CATALOGUE_SPLIT = catalogue_lib.CATALOGUE_SPLIT
 CATALOGUE_URI = "catalogue_uri"
 
 

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from absl import logging
 from tfx import types
+from tfx.components.example_validator import executor as example_validator_executor
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.components.base import executor_spec
@@ -36,10 +37,10 @@ ANOMALIES_KEY = "anomalies"
 RESULT_KEY = "result"
 SPLITS_TO_CHECK_KEY = "splits_to_check"
 
-# What ExampleValidator (TFX 1.16) writes.
-ANOMALIES_FILE_NAME = "SchemaDiff.pb"
-BLESSED_PROPERTY = "blessed"
-NOT_BLESSED_VALUE = 0
+# What ExampleValidator writes (its executor's names, imported).
+ANOMALIES_FILE_NAME = example_validator_executor.DEFAULT_FILE_NAME
+BLESSED_PROPERTY = example_validator_executor.ARTIFACT_PROPERTY_BLESSED_KEY
+NOT_BLESSED_VALUE = example_validator_executor.NOT_BLESSED_VALUE
 # What the gate writes into its result artifact.
 RESULT_FILE_NAME = "validation_result.json"
 

@@ -18,6 +18,7 @@ from tfx.utils import json_utils
 from tfx.utils import proto_utils
 
 from common import assets
+from common import catalogue as catalogue_lib
 from common import features as F
 from components import catalogue_trainer
 from trainer_modules import configs
@@ -111,7 +112,7 @@ def test_executor_puts_catalogue_uri_into_fn_args(tiny_transformed, tmp_path):
   assert fn_args.catalogue_uri == catalogue_uri
   assert fn_args.custom_config["catalogue_uri"] == catalogue_uri
   assert fn_args.custom_config["epochs"] == TEST_CONFIG["epochs"]
-  assert retrieval_export.catalogue_files(catalogue_uri)
+  assert catalogue_lib.catalogue_files(catalogue_uri)
 
 
 def test_do_trains_and_exports(trained):

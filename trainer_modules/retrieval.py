@@ -69,6 +69,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from common import assets
+from common import catalogue as catalogue_lib
 from common import features as F
 from common import ids
 from trainer_modules import budget
@@ -531,7 +532,7 @@ def run_fn(fn_args) -> None:
   logging.info("Retrieval: %d training rows, %d users", stats["num_rows"],
                len(stats["user_table"][F.USER_ID]))
 
-  catalogue = retrieval_export.read_catalogue(catalogue_uri)
+  catalogue = catalogue_lib.read_catalogue(catalogue_uri)
   full = use_full_softmax(cfg, len(catalogue["movie_ids"]))
   logging.info("Retrieval negatives: %s (%d catalogue movies)",
                "the whole catalogue" if full else "in-batch",
@@ -603,7 +604,7 @@ def export_model(serving_model_dir: str, tft_output: tft.TFTransformOutput,
                  extra_manifest: Optional[Mapping[str, Any]] = None) -> None:
   """Saves the SavedModel (3 signatures) and writes assets.extra tables.
 
-  catalogue: retrieval_export.read_catalogue()'s result.
+  catalogue: common.catalogue.read_catalogue()'s result.
   """
   export = retrieval_export.RetrievalExport(
       tft_output, model.query_model, model.candidate_model,

@@ -69,39 +69,6 @@ USER_FEATURE_VOCABS = {
 }
 
 
-def catalogue_files(catalogue_uri: str) -> List[str]:
-  """The catalogue's example files: `<uri>/Split-catalogue/*`, or the uri itself."""
-  for pattern in (os.path.join(catalogue_uri, "Split-catalogue", "*"),
-                  os.path.join(catalogue_uri, "*"), catalogue_uri):
-    files = sorted(f for f in tf.io.gfile.glob(pattern)
-                   if not tf.io.gfile.isdir(f))
-    if files:
-      return files
-  raise FileNotFoundError(f"No catalogue examples under {catalogue_uri!r}")
-
-
-def read_catalogue(catalogue_uri: str) -> Dict[str, object]:
-  """Serialized catalogue examples and their decoded ids, titles, genres."""
-  serialized, ids, titles, genres = [], [], [], []
-  seen = set()
-  for path in catalogue_files(catalogue_uri):
-    for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
-      raw = record.numpy()
-      ex = tf.train.Example.FromString(raw)
-      feat = ex.features.feature
-      movie_id = feat[F.MOVIE_ID].bytes_list.value[0]
-      if movie_id in seen:  # one entry per movie
-        continue
-      seen.add(movie_id)
-      serialized.append(raw)
-      ids.append(movie_id)
-      titles.append(feat[F.MOVIE_TITLE].bytes_list.value[0]
-                    if feat[F.MOVIE_TITLE].bytes_list.value else b"")
-      genres.append(list(feat[F.MOVIE_GENRES].int64_list.value))
-  return {"serialized": serialized, "movie_ids": ids, "movie_titles": titles,
-          "movie_genres": genres}
-
-
 class RetrievalExport(tf.Module):
   """The exported retrieval model (see the module docstring)."""
 

@@ -54,6 +54,7 @@ import tensorflow as tf
 import tf_keras as keras
 from tfx.components.tuner.component import TunerFnResult
 
+from common import catalogue as catalogue_lib
 from common import features as F
 from components import catalogue_trainer
 from components import catalogue_tuner
@@ -230,11 +231,6 @@ def _glob(patterns: Sequence[str]) -> List[str]:
   return files
 
 
-def _records(files: Sequence[str]) -> tf.data.Dataset:
-  compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
-  return tf.data.TFRecordDataset(list(files), compression_type=compression)
-
-
 def raw_files(fn_args, split: str) -> List[str]:
   """Raw (ingested) example files of `split` ("train" or "eval")."""
   patterns = getattr(fn_args, f"raw_{split}_files", None)
@@ -257,10 +253,8 @@ def retrieval_eval_data(raw_train_files: Sequence[str],
   tr_u, tr_m, _ = retrieval_eval.read_ids(raw_train_files)
   ev_u, ev_m, first_rows = retrieval_eval.read_ids(raw_eval_files, keep_first=True)
   queries = retrieval_eval.query_examples_of(first_rows)
-  cat_files = _glob([os.path.join(catalogue_uri,
-                                  f"Split-{catalogue_trainer.CATALOGUE_SPLIT}", "*")])
-  cat_ids, cat_examples = retrieval_eval.read_catalogue(
-      [r.numpy() for r in _records(cat_files)])
+  cat = catalogue_lib.read_catalogue(catalogue_uri)
+  cat_ids, cat_examples = cat["movie_ids"], cat["serialized"]
   data, users = M.build_eval_data_arrays(ev_u, ev_m, tr_u, tr_m, cat_ids,
                                          sorted(queries))
   return {"data": data, "queries": [queries[u] for u in users],
@@ -288,7 +282,7 @@ def ranking_objective(model_dir: str, raw_eval_files: Sequence[str],
   serve = tf.saved_model.load(model_dir).signatures["serving_default"]
   spec = {F.LABEL_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)}
   sq, n = 0.0, 0
-  for batch in _records(_glob(raw_eval_files)).batch(batch_size):
+  for batch in catalogue_lib.record_dataset(_glob(raw_eval_files)).batch(batch_size):
     y = tf.io.parse_example(batch, spec)[F.LABEL_KEY].numpy()
     pred = np.reshape(serve(examples=batch)["predictions"].numpy(), [-1])
     ok = ~np.isnan(y)

@@ -26,6 +26,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from common import catalogue as catalogue_lib
 from common import features as F
 from common import ids
 from components import blessing_stage
@@ -49,17 +50,7 @@ BATCH_SIZE_KEY = "batch_size"
 
 DEFAULTS = {MARGIN_KEY: 0.02, TOLERANCE_KEY: 0.01, KS_KEY: [10, 50, 100],
             BLESSING_K_KEY: 100, EVAL_SPLIT_KEY: "eval", TRAIN_SPLIT_KEY: "train",
-            CATALOGUE_SPLIT_KEY: "catalogue", BATCH_SIZE_KEY: 512}
-
-# Mirrors tfx.components.evaluator.constants (TFX 1.16).
-BLESSED_PROPERTY = "blessed"
-CURRENT_MODEL_PROPERTY = "current_model"
-CURRENT_MODEL_ID_PROPERTY = "current_model_id"
-BASELINE_MODEL_PROPERTY = "baseline_model"
-BASELINE_MODEL_ID_PROPERTY = "baseline_model_id"
-BLESSING_MESSAGE_PROPERTY = "blessing_message"
-BLESSED_VALUE, NOT_BLESSED_VALUE = 1, 0
-BLESSED_FILE_NAME, NOT_BLESSED_FILE_NAME = "BLESSED", "NOT_BLESSED"
+            CATALOGUE_SPLIT_KEY: catalogue_lib.CATALOGUE_SPLIT, BATCH_SIZE_KEY: 512}
 
 METRICS_FILE_NAME = "metrics.json"
 SUMMARY_FILE_NAME = "summary.txt"
@@ -77,15 +68,6 @@ def _split_files(artifact: types.Artifact, split: str) -> List[str]:
   return files
 
 
-def _dataset(files: Sequence[str]) -> tf.data.Dataset:
-  compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
-  return tf.data.TFRecordDataset(list(files), compression_type=compression)
-
-
-def _read_records(files: Sequence[str]) -> List[bytes]:
-  return [r.numpy() for r in _dataset(files)]
-
-
 _ID_SPEC = {F.USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=b""),
             F.MOVIE_ID: tf.io.FixedLenFeature([], tf.string, default_value=b""),
             F.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64, default_value=0)}
@@ -100,7 +82,7 @@ def read_ids(files: Sequence[str], batch_size: int = 8192, keep_first: bool = Fa
   earliest row (lowest timestamp, then file order); otherwise None.
   """
   users, movies, first = [], [], {}
-  for batch in _dataset(files).batch(batch_size):
+  for batch in catalogue_lib.record_dataset(files).batch(batch_size):
     parsed = tf.io.parse_example(batch, _ID_SPEC)
     u = ids.as_ids(parsed[F.USER_ID].numpy())  # fixed-width bytes
     m = ids.as_ids(parsed[F.MOVIE_ID].numpy())
@@ -135,26 +117,6 @@ def query_examples_of(rows: Dict[bytes, bytes]) -> Dict[bytes, bytes]:
         q.features.feature[name].CopyFrom(ex.features.feature[name])
     queries[u] = q.SerializeToString()
   return queries
-
-
-def _bytes_feature(ex: tf.train.Example, name: str) -> Optional[bytes]:
-  f = ex.features.feature.get(name)
-  if f is None or not f.bytes_list.value:
-    return None
-  return f.bytes_list.value[0]
-
-
-def read_catalogue(records: Sequence[bytes]):
-  """(movie_ids, serialized examples), first occurrence of every movie_id."""
-  ids, exs, seen = [], [], set()
-  for rec in records:
-    m = _bytes_feature(tf.train.Example.FromString(rec), F.MOVIE_ID)
-    if m is None or m in seen:
-      continue
-    seen.add(m)
-    ids.append(m)
-    exs.append(rec)
-  return ids, exs
 
 
 def embed(signature, serialized: Sequence[bytes], batch_size: int) -> np.ndarray:
@@ -257,8 +219,8 @@ class Executor(evaluator_executor.Executor):
     ev_u, ev_m, first_rows = read_ids(_split_files(examples, props[EVAL_SPLIT_KEY]),
                                       keep_first=True)
     queries = query_examples_of(first_rows)
-    cat_ids, cat_examples = read_catalogue(_read_records(
-        _split_files(catalogue, props[CATALOGUE_SPLIT_KEY])))
+    cat = catalogue_lib.read_catalogue(catalogue.uri, props[CATALOGUE_SPLIT_KEY])
+    cat_ids, cat_examples = cat["movie_ids"], cat["serialized"]
     data, users = M.build_eval_data_arrays(ev_u, ev_m, tr_u, tr_m, cat_ids,
                                            sorted(queries))
     query_examples = [queries[u] for u in users]

@@ -39,13 +39,11 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from common import catalogue as catalogue_lib
 from common import features as F
 from common import ids
 from components import blessing_stage
-from components.retrieval_evaluator.executor import _dataset
-from components.retrieval_evaluator.executor import _read_records
 from components.retrieval_evaluator.executor import _split_files
-from components.retrieval_evaluator.executor import read_catalogue
 from components.two_stage_evaluator import topk
 from serving.recommender import MAX_K
 from serving.recommender import Recommender
@@ -74,7 +72,7 @@ PROGRESS_EVERY_KEY = "progress_every"
 DEFAULTS = {K_KEY: 10, N_CANDIDATES_KEY: 100, NDCG_MARGIN_KEY: 0.005,
             EASE_LAMBDA_KEY: ease.DEFAULT_LAMBDA, MAX_USERS_KEY: None,
             EVAL_SPLIT_KEY: "eval", TRAIN_SPLIT_KEY: "train",
-            CATALOGUE_SPLIT_KEY: "catalogue", BATCH_SIZE_KEY: 1024,
+            CATALOGUE_SPLIT_KEY: catalogue_lib.CATALOGUE_SPLIT, BATCH_SIZE_KEY: 1024,
             PROGRESS_EVERY_KEY: 500}
 
 METRICS_FILE_NAME = "metrics.json"
@@ -113,7 +111,7 @@ def read_rated(files: Sequence[str], batch_size: int = 8192,
   rows, for rating predictions) is empty unless `keep_records`.
   """
   recs, users, movies, ratings = [], [], [], []
-  for batch in _dataset(files).batch(batch_size):
+  for batch in catalogue_lib.record_dataset(files).batch(batch_size):
     parsed = tf.io.parse_example(batch, _RATING_SPEC)
     u = parsed[F.USER_ID].numpy().astype("S")
     m = parsed[F.MOVIE_ID].numpy().astype("S")
@@ -357,8 +355,8 @@ class Executor(evaluator_executor.Executor):
     train = read_rated(_split_files(examples, props[TRAIN_SPLIT_KEY]),
                        keep_records=False)
     eval_ = read_rated(_split_files(examples, props[EVAL_SPLIT_KEY]))
-    cat_ids, _ = read_catalogue(_read_records(
-        _split_files(catalogue, props[CATALOGUE_SPLIT_KEY])))
+    cat_ids = catalogue_lib.read_catalogue(
+        catalogue.uri, props[CATALOGUE_SPLIT_KEY])["movie_ids"]
     problem = _Problem(cat_ids, train[1], train[2], eval_[1], eval_[2],
                        _int_or_none(props[MAX_USERS_KEY]))
     if not problem.users:
