@@ -7,8 +7,7 @@ features.OCCUPATION_LABEL_ID, gender bool → int). The ingestion component
 (components/ingestion) is the production reader and will replace this one.
 
 `prepare` splits the ratings 80/20 by a stable hash of (user_id, movie_id),
-runs the project's preprocessing_fn with TFT Beam on the training split (the
-same way tests/tft_fixture.py does) and writes raw and transformed examples
+runs the project's preprocessing_fn with TFT Beam on the training split (transform/offline.py) and writes raw and transformed examples
 in TFX's Split-<name> layout. The result is cached in the work directory.
 """
 from __future__ import annotations
@@ -73,33 +72,7 @@ def prepare(data_dir: str, work_dir: str, config: Optional[dict] = None,
 
 
 def _transform(split: Dict[str, list], work_dir: str, config: dict) -> None:
-  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
-  from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils  # pylint: disable=g-import-not-at-top
-  from tests import tft_fixture  # pylint: disable=g-import-not-at-top
-  from transform import preprocessing  # pylint: disable=g-import-not-at-top
-
-  metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec(tft_fixture.RAW_SPEC))
-  tft_dir = os.path.join(work_dir, "transform_graph")
-  if os.path.exists(tft_dir):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(tft_dir)
-  with tft_beam.Context(temp_dir=os.path.join(work_dir, "tft_tmp"),
-                        force_tf_compat_v1=False):
-    encoded = {k: [tft_fixture._encode(r) for r in v] for k, v in split.items()}  # pylint: disable=protected-access
-    transform_fn = (encoded["train"], metadata) | tft_beam.AnalyzeDataset(
-        lambda inputs: preprocessing.preprocessing_fn(inputs, config))
-    _ = transform_fn | tft_beam.WriteTransformFn(tft_dir)
-    metadata_io.write_metadata(
-        metadata, os.path.join(tft_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
-    for name, part in encoded.items():
-      transformed, t_meta = ((part, metadata), transform_fn) | (
-          f"T{name}" >> tft_beam.TransformDataset(output_record_batches=False))
-      coder = tft.coders.ExampleProtoCoder(t_meta.schema)
-      tft_fixture._write(  # pylint: disable=protected-access
-          os.path.join(work_dir, "transformed", f"Split-{name}", "data.gz"),
-          [coder.encode(x) for x in transformed])
-      tft_fixture._write(  # pylint: disable=protected-access
-          os.path.join(work_dir, "raw", f"Split-{name}", "data.gz"),
-          [F.to_tf_example(r).SerializeToString() for r in split[name]])
+  import shutil  # pylint: disable=g-import-not-at-top
+  from transform import offline  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(os.path.join(work_dir, "transform_graph"), ignore_errors=True)
+  offline.transform_splits(split, work_dir, config)

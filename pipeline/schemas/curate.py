@@ -1,10 +1,9 @@
 """Regenerates the curated MovieLens schemas of this folder.
 
-    python -m pipeline.schemas.curate [--ml100k DIR] [--out DIR]
+    python -m pipeline.schemas.curate --ml100k DIR [--out DIR]
 
-1. Statistics of realistic data are computed with TFDV: the GroupLens ml-100k
-   folder given by --ml100k (read at run time, never copied into the repo), or
-   the synthetic look-alike of tests/synthetic_data.py when none is given.
+1. Statistics of real data are computed with TFDV: the GroupLens ml-100k
+   folder given by --ml100k (read at run time, never copied into the repo).
    Rows are made the way TFDS `movielens/100k-ratings` makes them
    (tensorflow_datasets movielens_parsing) and encoded with the feature
    contract (common.features.to_tf_example).
@@ -156,18 +155,12 @@ def schema_text(schema, family: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--ml100k", help="GroupLens ml-100k folder to infer from")
+  parser.add_argument("--ml100k", required=True,
+                      help="GroupLens ml-100k folder to infer from")
   parser.add_argument("--out", default=HERE)
   args = parser.parse_args(argv)
-  import tempfile  # pylint: disable=g-import-not-at-top
   import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
-  if args.ml100k:
-    rows = list(ml100k_rows(args.ml100k))
-  else:
-    from tests import synthetic_data  # pylint: disable=g-import-not-at-top
-    with tempfile.TemporaryDirectory() as tmp:
-      synthetic_data.write_ml100k(tmp)
-      rows = list(ml100k_rows(tmp))
+  rows = list(ml100k_rows(args.ml100k))
   inferred = tfdv.infer_schema(statistics_of_rows(rows))
   for family in FAMILY_FEATURES:
     path = os.path.join(args.out, f"movielens_{family}.pbtxt")
