@@ -102,6 +102,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
   paths = configs.output_paths(args.output_dir)
+  problem = local.output_dir_problem(paths["output_dir"])
+  if problem:
+    print(f"✘ Not started: {problem}.", file=sys.stderr)
+    return 1
   if args.rollback:
     return local.run_rollback(args, paths)
   if args.report_only:

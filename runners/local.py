@@ -20,8 +20,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from typing import List
+from typing import List, Optional
 
 from common import versions
 from pipeline import configs
@@ -41,6 +42,19 @@ def local_abspath(data: str) -> str:
   if os.path.exists(data) or "{SPAN" in data:
     return os.path.abspath(data)
   return data
+
+
+def output_dir_problem(output_dir: str) -> Optional[str]:
+  """Why a run cannot write to output_dir (None when it can): checked before
+  anything starts, so a read-only or mistyped path is one line, not a
+  traceback from deep inside a component."""
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
+      pass
+  except OSError as e:
+    return f"cannot write to the output directory {output_dir}: {e.strerror or e}"
+  return None
 
 
 def trainer_settings(args: argparse.Namespace):

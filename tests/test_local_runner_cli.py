@@ -239,3 +239,12 @@ def test_bad_trainer_settings_are_usage_errors_before_anything_runs(flags, messa
   err = capsys.readouterr().err
   assert message in err and "Traceback" not in err
 
+
+def test_an_unwritable_output_dir_is_one_line_not_a_traceback(tmp_path, capsys):
+  blocker = tmp_path / "a-file"
+  blocker.write_text("not a folder")
+  assert local_runner.main(["--output-dir", str(blocker / "out")]) == 1
+  err = capsys.readouterr().err
+  assert "cannot write to the output directory" in err and str(blocker) in err
+  assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
