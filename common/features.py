@@ -92,6 +92,22 @@ OCCUPATION_LABELS: List[str] = [
 GENRE_ID = {name: i for i, name in enumerate(GENRE_NAMES)}
 OCCUPATION_LABEL_ID = {name: i for i, name in enumerate(OCCUPATION_LABELS)}
 
+# bucketized_user_age: MovieLens' age groups, each named by its lower bound
+# (ml-1m's age codes; TFDS bucketizes ml-100k's ages the same way).
+AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
+# user_gender: the int64 written for each spelling of a gender.
+GENDER_CODES = {"m": 1, "male": 1, "f": 0, "female": 0}
+
+
+def bucketize_age(age: float) -> int:
+  """The AGE_BUCKETS entry an age falls in (1 below 18, 56 from 56 on)."""
+  bucket = AGE_BUCKETS[0]
+  for lower in AGE_BUCKETS[1:]:
+    if age < lower:
+      break
+    bucket = lower
+  return bucket
+
 # ---------------------------------------------------------------------------
 # Transformed features (outputs of transform/preprocessing.py). Trainers read
 # these; vocabularies are found with

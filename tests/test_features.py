@@ -65,3 +65,10 @@ def test_unknown_features_and_out_of_range_integers_are_errors():
     F.serialize_example({"user": "1"})
   with pytest.raises(ValueError, match="int64"):
     F.serialize_example({F.TIMESTAMP: 2**63})
+
+
+def test_age_buckets_are_movielens_groups_named_by_their_lower_bound():
+  assert [F.bucketize_age(a) for a in (0, 17, 18, 24.9, 25, 49, 50, 55, 56, 99)] == [
+      1, 1, 18, 18, 25, 45, 50, 50, 56, 56]
+  assert F.AGE_BUCKETS == (1, 18, 25, 35, 45, 50, 56)
+  assert F.GENDER_CODES["M".lower()] == 1 and F.GENDER_CODES["female"] == 0
