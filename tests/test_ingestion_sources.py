@@ -7,8 +7,10 @@ import yaml
 
 from common import features
 from components.ingestion import custom_source
+from components.ingestion import grouplens
 from components.ingestion import sources
-from components.ingestion.sources import IngestionError
+from components.ingestion import tfds_source
+from components.ingestion.base import BadRowTracker, IngestionError
 from tests import synthetic_data
 from tests import test_ingestion_helpers as helpers
 
@@ -16,7 +18,7 @@ REAL_ML100K = "/work/shared/datasets/ml-100k"
 
 
 def _ratings(path, max_bad=0.0, part=None, **kwargs):
-  tracker = sources.BadRowTracker(max_bad)
+  tracker = BadRowTracker(max_bad)
   src = sources.open_source(path, tracker=tracker, **kwargs)
   rows = list(src.ratings(part))
   return src, rows, tracker
@@ -59,13 +61,13 @@ def test_ml100k_folder_matches_tfds_parsing(ml100k_dir):
   # u.user line of user u: age 15 + (u-1)*7 % 50, gender M for odd index.
   age = 15 + ((u - 1) * 7) % 50
   assert first["raw_user_age"] == age
-  assert first["bucketized_user_age"] == sources.bucketize_age(age)
+  assert first["bucketized_user_age"] == grouplens.bucketize_age(age)
   assert first["user_gender"] == (1 if (u - 1) % 2 else 0)
   occupation = synthetic_data.ML100K_OCCUPATIONS[
       (u - 1) % len(synthetic_data.ML100K_OCCUPATIONS)]
   assert first["user_occupation_text"] == occupation
   assert first["user_occupation_label"] == features.OCCUPATION_LABEL_ID[
-      sources.ML100K_OCCUPATIONS[occupation]]
+      grouplens.ML100K_OCCUPATIONS[occupation]]
 
 
 def test_ml100k_catalogue_has_unrated_movies_and_latin1(ml100k_dir):
@@ -237,7 +239,7 @@ def test_skip_bad_rows_up_to_fraction(ml100k_dir):
   assert tracker.problems[0].endswith("u.data line 5: rating 'bad' is not a "
                                       "number")
   tracker.check()  # 3 / 1683 < 1 %
-  strict = sources.BadRowTracker(0.001)
+  strict = BadRowTracker(0.001)
   src = sources.open_source(ml100k_dir, tracker=strict)
   list(src.ratings())
   with pytest.raises(IngestionError, match=r"3 of 1683 rows \(0.18%\) could "
@@ -372,7 +374,7 @@ def test_custom_bad_rows_and_config_errors(tmp_path):
                      match=r"events.csv line 4: rating \(stars\) 'lots' is "
                      r"not a number"):
     list(sources.open_source("", config).ratings())
-  tracker = sources.BadRowTracker(0.5)
+  tracker = BadRowTracker(0.5)
   rows = list(sources.open_source("", config, tracker).ratings())
   assert len(rows) == 3 and tracker.bad == 2
   assert "events.csv line 5: item id 'zzz' is not in" in tracker.problems[1]
@@ -414,7 +416,7 @@ def test_example_config_is_valid():
 # TFDS.
 @pytest.fixture
 def no_probe(monkeypatch):
-  monkeypatch.setattr(sources, "_check_download_reachable", lambda url: None)
+  monkeypatch.setattr(tfds_source, "check_download_reachable", lambda url: None)
 
 
 @pytest.mark.parametrize("config, family", [("100k-ratings", "100k"),
@@ -445,7 +447,7 @@ def test_tfds_source_with_mock_data(tmp_path, no_probe, config, family):
 def test_tfds_offline_error_fails_fast(tmp_path, monkeypatch):
   def unreachable(url):
     raise OSError("[Errno -2] Name or service not known")
-  monkeypatch.setattr(sources, "_check_download_reachable", unreachable)
+  monkeypatch.setattr(tfds_source, "check_download_reachable", unreachable)
   src = sources.open_source("tfds:movielens/100k-ratings",
                             tfds_data_dir=str(tmp_path))
   with pytest.raises(IngestionError) as e:

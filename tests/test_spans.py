@@ -107,7 +107,15 @@ def test_ingest_rolling_window_union_and_drift_splits(tmp_path):
       drift_dir=str(out / "d"), range_config={"rolling_range": {"num_spans": 2}})
   assert summary.spans == [2, 3] and summary.span == 3
   assert summary.previous_span == 2
-  assert sum(summary.num_examples.values()) == 120  # 2 spans x 60 ratings
+  # The union of 2 spans x 60 ratings, a (user, movie) pair rated in both
+  # once (its newest rating: duplicates.py).
+  pairs = set()
+  for span in (2, 3):
+    with open(tmp_path / "in" / f"span-{span}" / "u.data") as f:
+      pairs |= {tuple(line.split("\t")[:2]) for line in f if line.strip()}
+  assert 60 < len(pairs) < 120
+  assert sum(summary.num_examples.values()) == len(pairs)
+  assert summary.num_duplicates == 120 - len(pairs)
   assert summary.num_drift_examples == {"current": 60, "previous": 60}
   assert _count(str(out / "d"), "current") == 60
   assert _count(str(out / "d"), "previous") == 60

@@ -3,12 +3,13 @@
     from components.ingestion import MovieLensExampleGen
     from components.ingestion import IngestionError, detect_source_family
 
-`sources`, `custom_source`, `spans` and `ingest` are plain Python (TFX is
-imported only by `spans` when ``{SPAN}`` patterns are used);
-`MovieLensExampleGen` (component.py, executor.py) is loaded on first use.
+The readers (base, files, grouplens, tfds_source, custom_config,
+custom_source, multi_span, spans, sources; layout in sources.py) and
+`ingest` need no TFX run; `MovieLensExampleGen` (component.py, executor.py)
+is loaded on first use.
 """
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from components.ingestion.sources import IngestionError  # noqa: F401
+from components.ingestion.base import IngestionError  # noqa: F401
 from components.ingestion.sources import detect_source_family  # noqa: F401
 from components.ingestion.sources import open_source  # noqa: F401
 
@@ -17,6 +18,7 @@ __all__ = ["MovieLensExampleGen", "MovieLensExampleGenSpec", "Executor",
 
 
 def __getattr__(name):
+  # Lazy: component.py and executor.py import the TFX component machinery.
   if name in ("MovieLensExampleGen", "MovieLensExampleGenSpec"):
     from components.ingestion import component  # pylint: disable=g-import-not-at-top
     return getattr(component, name)

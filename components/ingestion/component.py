@@ -5,8 +5,10 @@ Outputs two Examples artifacts (GZIP TFRecords of tf.Example in TFX's
 
 * ``examples``: splits ``train`` and ``eval``, one example per rating with the
   raw features of `common.features`; custom properties num_examples_train,
-  num_examples_eval, num_bad_rows (int), source, source_family, split (str),
-  implicit (int 0/1: 1 when the data has no user_rating);
+  num_examples_eval, num_bad_rows, num_duplicates_dropped (int: older
+  ratings of a (user, movie) pair left out, duplicates.py), source,
+  source_family, split (str), implicit (int 0/1: 1 when the data has no
+  user_rating);
 * ``catalogue``: split ``catalogue``, one example per movie of the source
   (movie_id, movie_title, movie_genres), rated or not; custom properties
   num_movies (int), source, source_family (str);
@@ -39,6 +41,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components.ingestion import executor
 from components.ingestion import ingest
+from components.ingestion import sources
 from components.ingestion import spans
 
 
@@ -86,7 +89,7 @@ def source_fingerprint(source: str, data_config: str = "") -> str:
   if data_config and os.path.isfile(data_config):
     paths.append(os.path.dirname(os.path.abspath(data_config)))
   entries = []
-  pattern = spans.source_pattern(source, data_config)
+  pattern = sources.source_pattern(source, data_config)
   if pattern:
     for span, path in sorted(spans.find_spans(pattern).items()):
       entries.append(f"span {span}: {path}")
@@ -140,7 +143,7 @@ class MovieLensExampleGen(base_component.BaseComponent):
                num_shards: int = 0,
                examples: Optional[types.Channel] = None,
                catalogue: Optional[types.Channel] = None):
-    uses_spans = bool(spans.source_pattern(source, data_config))
+    uses_spans = bool(sources.source_pattern(source, data_config))
     range_json = spans.range_config_json(range_config)
     if range_json and not uses_spans:
       raise ValueError(

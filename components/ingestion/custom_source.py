@@ -1,7 +1,7 @@
 """A user's own interaction log, described by a YAML (or JSON) data_config.
 
 Example (also in examples/data_config.example.yaml); paths are relative to
-the config file:
+the config file; custom_config.py holds the strict model that checks it:
 
 ```yaml
 interactions:                # required: one row per interaction
@@ -18,6 +18,7 @@ interactions:                # required: one row per interaction
   user_features:             # optional: contract name -> column of this file
     user_gender: gender
 implicit: false              # true: no rating column; see below
+duplicates: keep_newest      # keep_newest (default) | error; see below
 users:                       # optional table of user features
   path: users.parquet
   format: parquet
@@ -52,6 +53,11 @@ Decisions:
 * Implicit feedback (``implicit: true``): rows carry no user_rating at all
   (no made-up 1.0); the examples artifact gets the custom property
   ``implicit = 1`` so trainers know there is no rating label.
+* Duplicates: several interactions of one (user, item) pair are reported
+  (count and the first ones with file and line); ``duplicates:
+  keep_newest`` keeps the one with the latest timestamp (the later row on a
+  tie or without timestamps) with a warning, ``duplicates: error`` stops
+  (components/ingestion/duplicates.py).
 * Genres: ``movie_genres`` are ids into the fixed TFDS vocabulary
   `features.GENRE_NAMES` (the contract shares it with every source). Names are
   matched case-insensitively, after ``genre_aliases`` and the GroupLens
@@ -66,6 +72,10 @@ Decisions:
   seconds), ISO-8601 strings (unit ``iso``, naive times are UTC), or Parquet
   timestamp columns. Without a timestamp column rows carry no timestamp and
   only split: random is possible.
+* Parquet column types are checked before reading: a rating column must be
+  numeric, a timestamp column numeric, a timestamp or date (or text with
+  unit ``iso``); a string-typed rating column is an error naming the file,
+  the column and its Arrow type, never silently parsed.
 * A user of the log missing from the users table gets no user features.
 * Spans: ``interactions.path`` may hold TFX's ``{SPAN}`` placeholder
   (``events/span-{SPAN}.csv``); components/ingestion/spans.py selects the
@@ -75,68 +85,39 @@ Decisions:
 """
 from __future__ import annotations
 
-import csv
 import datetime
 import logging
+import math
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from common import features
-from components.ingestion import sources
-from components.ingestion.sources import (BadRow, BadRowTracker,
-                                          IngestionError, Row)
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-_TOP_KEYS = {"interactions", "implicit", "users", "items"}
-_TABLE_KEYS = {"path", "format", "delimiter", "encoding"}
-_INTERACTION_KEYS = _TABLE_KEYS | {"columns", "timestamp_unit",
-                                   "user_features"}
-_USERS_KEYS = _TABLE_KEYS | {"id", "features"}
-_ITEMS_KEYS = _TABLE_KEYS | {"columns", "genre_separator", "genre_aliases",
-                             "unknown_genres"}
-_UNIT_SECONDS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_USER_FEATURE_NAMES = [n for n in features.USER_FEATURES
-                       if n != features.USER_ID]
+from common import features
+from components.ingestion import custom_config
+from components.ingestion import files
+from components.ingestion import spans
+from components.ingestion.base import (GENRE_ALIASES, INT64_MAX, INT64_MIN,
+                                       BadRow, BadRowTracker, IngestionError,
+                                       Row, Source, check_int64, parse_float,
+                                       parse_id, parse_int)
+
+_UNIT_SECONDS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000,
+                 "iso": 1}  # iso: numbers are seconds
 _GENDERS = {"m": 1, "male": 1, "1": 1, "true": 1,
             "f": 0, "female": 0, "0": 0, "false": 0}
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
+            ".pq": "parquet"}
 
 
 def load_config(path: str) -> dict:
-  """Reads and checks a data_config file (YAML or JSON)."""
-  import yaml  # pylint: disable=g-import-not-at-top
-  if not sources._exists(path):  # pylint: disable=protected-access
-    raise IngestionError(f"data_config {path} does not exist")
-  with sources._open_binary(path) as f:  # pylint: disable=protected-access
-    try:
-      config = yaml.safe_load(f.read().decode("utf-8"))
-    except yaml.YAMLError as e:
-      raise IngestionError(f"data_config {path} is not valid YAML/JSON: "
-                           f"{e}") from None
-  if not isinstance(config, dict):
-    raise IngestionError(f"data_config {path} must be a mapping with an "
-                         f"'interactions' key")
-  _check_keys(config, _TOP_KEYS, path, "")
-  if "interactions" not in config:
-    raise IngestionError(f"data_config {path}: 'interactions' is missing")
-  _check_keys(config["interactions"], _INTERACTION_KEYS, path,
-              "interactions.")
-  for key, allowed in (("users", _USERS_KEYS), ("items", _ITEMS_KEYS)):
-    if config.get(key) is not None:
-      _check_keys(config[key], allowed, path, key + ".")
-  return config
+  """The checked data config as a plain dict (every key, defaults filled).
 
-
-def _check_keys(section, allowed, path, prefix) -> None:
-  if not isinstance(section, dict):
-    raise IngestionError(f"data_config {path}: {prefix.rstrip('.')} must be "
-                         f"a mapping")
-  unknown = sorted(set(section) - set(allowed))
-  if unknown:
-    raise IngestionError(
-        f"data_config {path}: unknown key(s) "
-        f"{', '.join(prefix + k for k in unknown)} "
-        f"(allowed: {', '.join(prefix + k for k in sorted(allowed))})")
-  if "path" in allowed and not section.get("path"):
-    raise IngestionError(f"data_config {path}: {prefix}path is missing")
+  `custom_config.read_config` gives the typed model; this dict form serves
+  callers that look keys up (pipeline.is_implicit).
+  """
+  return custom_config.read_config(path).model_dump()
 
 
 def _resolve(config_path: str, path: str) -> str:
@@ -147,12 +128,11 @@ def _resolve(config_path: str, path: str) -> str:
 
 def span_pattern(config_path: str) -> str:
   """The interactions path when it holds ``{SPAN}`` (resolved), else ""."""
-  from components.ingestion import spans  # pylint: disable=g-import-not-at-top
-  config = load_config(config_path)
-  path = _resolve(config_path, str(config["interactions"]["path"]))
-  for key in ("users", "items"):
-    section = config.get(key) or {}
-    if spans.has_span(str(section.get("path", ""))) and not spans.has_span(path):
+  config = custom_config.read_config(config_path)
+  path = _resolve(config_path, config.interactions.path)
+  for key, section in (("users", config.users), ("items", config.items)):
+    if (section is not None and spans.has_span(section.path)
+        and not spans.has_span(path)):
       raise IngestionError(
           f"data_config {config_path}: {key}.path has {{SPAN}} but "
           f"interactions.path ({path}) does not; spans are defined by the "
@@ -160,13 +140,26 @@ def span_pattern(config_path: str) -> str:
   return path if spans.has_span(path) else ""
 
 
+# ---------------------------------------------------------------------------
+# Tables.
+def _arrow_kind(arrow_type) -> str:
+  if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+    return "number"
+  if pa.types.is_decimal(arrow_type):
+    return "number"
+  if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
+    return "time"
+  if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+    return "text"
+  return str(arrow_type)
+
+
 class _Table:
   """A CSV or Parquet file, streamed as (row number, {column: value})."""
 
-  def __init__(self, config_path: str, section: dict, what: str,
-               span: Optional[int] = None):
-    from components.ingestion import spans  # pylint: disable=g-import-not-at-top
-    self.path = _resolve(config_path, str(section["path"]))
+  def __init__(self, config_path: str, section: custom_config.Table,
+               what: str, span: Optional[int] = None):
+    self.path = _resolve(config_path, section.path)
     if spans.has_span(self.path):
       if span is None:
         raise IngestionError(
@@ -174,74 +167,93 @@ class _Table:
             f"read it through a span selection (source pattern) instead")
       self.path = spans.fill(self.path, span)
     self.display = self.path
-    fmt = section.get("format")
-    if not fmt:
-      ext = os.path.splitext(self.path)[1].lower()
-      fmt = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
-             ".pq": "parquet"}.get(ext)
-      if fmt is None:
-        raise IngestionError(f"data_config {config_path}: cannot tell the "
-                             f"format of {what} file {self.path}; set "
-                             f"format: csv or parquet")
-    if fmt not in ("csv", "parquet"):
-      raise IngestionError(f"data_config {config_path}: {what} format "
-                           f"{fmt!r} is not csv or parquet")
+    fmt = section.format or _FORMATS.get(
+        os.path.splitext(self.path)[1].lower())
+    if fmt is None:
+      raise IngestionError(f"data_config {config_path}: cannot tell the "
+                           f"format of {what} file {self.path}; set "
+                           f"format: csv or parquet")
     self.format = fmt
     self.unit = "line" if fmt == "csv" else "row"
     default_sep = "\t" if self.path.lower().endswith(".tsv") else ","
-    self.delimiter = section.get("delimiter") or default_sep
-    self.encoding = section.get("encoding") or "utf-8"
-    if not sources._exists(self.path):  # pylint: disable=protected-access
+    self.delimiter = section.delimiter or default_sep
+    self.encoding = section.encoding or files.UTF_8
+    if not files.exists(self.path):
       raise IngestionError(f"{what} file {self.path} does not exist "
                            f"(paths are relative to {config_path})")
 
-  def rows(self, columns: List[str]
+  def rows(self, columns: List[str],
+           expected: Optional[Dict[str, Tuple[str, Tuple[str, ...]]]] = None
            ) -> Iterator[Tuple[int, Optional[Dict[str, object]]]]:
-    """Yields (line or row number, values of `columns`; None: bad width)."""
+    """Yields (line or row number, values of `columns`; None: bad width).
+
+    expected: column -> (what it holds, the Arrow kinds allowed: "number",
+    "time", "text"), checked against a Parquet file's schema.
+    """
+    columns = list(dict.fromkeys(columns))
     if self.format == "csv":
-      yield from self._csv_rows(columns)
+      for line, values in files.csv_rows(
+          lambda: files.open_binary(self.path), self.display, columns,
+          self.delimiter, self.encoding):
+        yield line, None if values is None else dict(zip(columns, values))
     else:
-      yield from self._parquet_rows(columns)
+      yield from self._parquet_rows(columns, expected or {})
 
-  def _missing(self, header: List[str], columns: List[str]) -> None:
-    missing = [c for c in columns if c not in header]
-    if missing:
-      raise IngestionError(
-          f"{self.display} has no column {', '.join(map(repr, missing))} "
-          f"(columns: {', '.join(header)})")
-
-  def _csv_rows(self, columns):
-    with sources._open_binary(self.path) as raw:  # pylint: disable=protected-access
-      import io  # pylint: disable=g-import-not-at-top
-      text = io.TextIOWrapper(raw, encoding=self.encoding, newline="")
-      reader = csv.reader(text, delimiter=self.delimiter)
-      header = next(reader, None)
-      if header is None:
-        return
-      header = [h.strip() for h in header]
-      self._missing(header, columns)
-      index = {c: header.index(c) for c in columns}
-      for values in reader:
-        if not values or values == [""]:
-          continue
-        if len(values) != len(header):
-          yield reader.line_num, None
-          continue
-        yield reader.line_num, {c: values[i] for c, i in index.items()}
-
-  def _parquet_rows(self, columns):
-    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
-    with sources._open_binary(self.path) as f:  # pylint: disable=protected-access
-      parquet = pq.ParquetFile(f)
-      self._missing(parquet.schema_arrow.names, columns)
+  def _parquet_rows(self, columns, expected):
+    with files.open_binary(self.path) as f:
+      try:
+        parquet = pq.ParquetFile(f)
+      except Exception as e:  # pylint: disable=broad-except
+        raise IngestionError(
+            f"{self.display} is not a readable Parquet file "
+            f"({type(e).__name__}: {str(e).strip()[:200]}); set format: csv "
+            f"if it is a CSV file") from None
+      schema = parquet.schema_arrow
+      missing = [c for c in columns if c not in schema.names]
+      if missing:
+        raise IngestionError(
+            f"{self.display} has no column {', '.join(map(repr, missing))} "
+            f"(columns: {', '.join(schema.names)})")
+      for column, (what, kinds) in expected.items():
+        arrow_type = schema.field(column).type
+        if _arrow_kind(arrow_type) not in kinds:
+          raise IngestionError(
+              f"{self.display}: column {column!r} ({what}) has the Arrow type "
+              f"{arrow_type}; expected {_describe_kinds(kinds)}. Convert the "
+              f"column before writing the file (e.g. pandas.to_numeric)")
       number = 0
-      for batch in parquet.iter_batches(batch_size=65536,
-                                        columns=list(dict.fromkeys(columns))):
-        for values in batch.to_pylist():
+      batches = parquet.iter_batches(batch_size=65536, columns=columns)
+      while True:
+        try:
+          batch = next(batches, None)
+        except Exception as e:  # pylint: disable=broad-except  (corrupt pages)
+          raise IngestionError(
+              f"{self.display} row {number + 1} onwards cannot be read "
+              f"({type(e).__name__}: {str(e).strip()[:200]})") from None
+        if batch is None:
+          return
+        values = []
+        for column in columns:
+          try:
+            values.append(batch.column(column).to_pylist())
+          except Exception as e:  # pylint: disable=broad-except
+            raise IngestionError(
+                f"{self.display} rows {number + 1}-{number + batch.num_rows}, "
+                f"column {column!r}: a value cannot be converted "
+                f"({type(e).__name__}: {str(e).strip()[:200]})") from None
+        for row in zip(*values):
           number += 1
-          yield number, values
+          yield number, dict(zip(columns, row))
 
 
+def _describe_kinds(kinds) -> str:
+  names = {"number": "a number (integer or floating point)",
+           "time": "a timestamp or date", "text": "ISO-8601 text"}
+  return " or ".join(names[k] for k in kinds)
+
+
+# ---------------------------------------------------------------------------
+# Values.
 def _missing(value: object) -> bool:
   if value is None:
     return True
@@ -250,39 +262,43 @@ def _missing(value: object) -> bool:
   return isinstance(value, str) and not value.strip()
 
 
-def _convert_user_feature(name: str, value: object) -> object:
+def _convert_user_feature(name: str, column: str, value: object) -> object:
   """A user feature value in the contract's encoding (None: missing)."""
   if _missing(value):
     return None
+  what = name if name == column else f"{name} ({column})"
   if name == features.USER_GENDER:
+    if isinstance(value, float) and not value.is_integer():
+      raise BadRow(f"{what} {value!r} is not one of M/F, male/female, 1/0")
     key = str(int(value) if isinstance(value, (bool, float)) else value)
     gender = _GENDERS.get(key.strip().lower())
     if gender is None:
-      raise BadRow(f"{name} {value!r} is not one of M/F, male/female, 1/0")
+      raise BadRow(f"{what} {value!r} is not one of M/F, male/female, 1/0")
     return gender
   if name == features.USER_OCCUPATION_LABEL:
     if isinstance(value, str) and value.strip() in features.OCCUPATION_LABEL_ID:
       return features.OCCUPATION_LABEL_ID[value.strip()]
-    label = sources.parse_int(value, name)
+    label = parse_int(value, what)
     if not 0 <= label < len(features.OCCUPATION_LABELS):
-      raise BadRow(f"{name} {value!r} is neither an occupation label nor an "
+      raise BadRow(f"{what} {value!r} is neither an occupation label nor an "
                    f"id 0..{len(features.OCCUPATION_LABELS) - 1}")
     return label
   dtype = features.FEATURES[name].dtype
   if dtype == features.FLOAT:
-    return sources.parse_float(value, name)
+    return parse_float(value, what)
   if dtype == features.INT64:
-    return sources.parse_int(value, name)
-  return sources.parse_id(value, name)
+    return parse_int(value, what)
+  return parse_id(value, what)
 
 
-def _timestamp(value: object, unit: str) -> int:
+def _timestamp(value: object, unit: str, what: str = "timestamp") -> int:
+  """Seconds since the epoch (an int64) of one timestamp value."""
   if _missing(value):
-    raise BadRow("timestamp is missing")
+    raise BadRow(f"{what} is missing")
   if isinstance(value, datetime.datetime):
     if value.tzinfo is None:
       value = value.replace(tzinfo=datetime.timezone.utc)
-    return int(value.timestamp())
+    return check_int64(int(value.timestamp()), what)
   if isinstance(value, datetime.date):
     return int(datetime.datetime(value.year, value.month, value.day,
                                  tzinfo=datetime.timezone.utc).timestamp())
@@ -291,13 +307,34 @@ def _timestamp(value: object, unit: str) -> int:
     try:
       parsed = datetime.datetime.fromisoformat(text)
     except ValueError:
-      raise BadRow(f"timestamp {value!r} is not an ISO-8601 time") from None
-    return _timestamp(parsed, unit)
-  number = sources.parse_float(value, "timestamp")
-  return int(number // _UNIT_SECONDS.get(unit, 1))  # iso: numbers are seconds
+      raise BadRow(f"{what} {value!r} is not an ISO-8601 time") from None
+    return _timestamp(parsed, unit, what)
+  divisor = _UNIT_SECONDS[unit]
+  if isinstance(value, bool):
+    raise BadRow(f"{what} {value!r} is not a number")
+  if isinstance(value, int):
+    seconds = value // divisor
+  else:
+    text = value if isinstance(value, float) else str(value).strip()
+    try:  # integers exactly (ns timestamps exceed a float's precision)
+      seconds = int(text) // divisor
+    except ValueError:
+      try:
+        number = float(text)
+      except ValueError:
+        raise BadRow(f"{what} {text!r} is not a number") from None
+      if not math.isfinite(number):
+        raise BadRow(f"{what} {value!r} is not a finite number")
+      seconds = int(number // divisor)
+  if not INT64_MIN <= seconds <= INT64_MAX:
+    raise BadRow(f"{what} {value} is out of the int64 range of seconds "
+                 f"since 1970 a tf.Example holds")
+  return seconds
 
 
-class CustomSource(sources.Source):
+# ---------------------------------------------------------------------------
+# The source.
+class CustomSource(Source):
   """Interactions of a data_config; see the module docstring."""
 
   family = "custom"
@@ -309,55 +346,24 @@ class CustomSource(sources.Source):
     super().__init__(name if span is None else f"{name} span {span}", tracker)
     self.config_path = config_path
     self.span = span  # fills {SPAN} in the table paths (spans.py)
-    config = load_config(config_path)
-    self.implicit = bool(config.get("implicit", False))
-    inter = config["interactions"]
+    config = custom_config.read_config(config_path)
+    self.config = config
+    self.implicit = config.implicit
+    self.duplicates = config.duplicates
+    inter = config.interactions
     self.table = _Table(config_path, inter, "interactions", span)
-    cols = inter.get("columns") or {}
-    if not isinstance(cols, dict):
-      raise IngestionError(f"data_config {config_path}: interactions.columns "
-                           f"must be a mapping")
-    unknown = set(cols) - {"user", "item", "rating", "timestamp"}
-    if unknown:
-      raise IngestionError(
-          f"data_config {config_path}: unknown interactions.columns key(s) "
-          f"{', '.join(sorted(unknown))} (allowed: user, item, rating, "
-          f"timestamp)")
-    for key in ("user", "item") + (() if self.implicit else ("rating",)):
-      if not cols.get(key):
-        hint = " (or set implicit: true)" if key == "rating" else ""
-        raise IngestionError(f"data_config {config_path}: "
-                             f"interactions.columns.{key} is missing{hint}")
-    self.columns = {k: str(v) for k, v in cols.items()
+    cols = inter.columns
+    self.columns = {k: v for k, v in cols.model_dump().items()
                     if v and not (k == "rating" and self.implicit)}
-    self.timestamp_unit = str(inter.get("timestamp_unit") or "s")
-    if self.timestamp_unit not in list(_UNIT_SECONDS) + ["iso"]:
-      raise IngestionError(f"data_config {config_path}: timestamp_unit "
-                           f"{self.timestamp_unit!r} is not one of s, ms, us, "
-                           f"ns, iso")
+    self.timestamp_unit = inter.timestamp_unit
     self.has_timestamp = "timestamp" in self.columns
-    self.user_features = self._feature_map(inter.get("user_features"),
-                                           "interactions.user_features")
-    self.users_section = config.get("users")
-    self.items_section = config.get("items")
+    self.user_features = dict(inter.user_features)
+    self.users_section = config.users
+    self.items_section = config.items
     self.movies: Optional[Dict[str, Row]] = None
     self.users: Dict[str, Row] = {}
     self.seen: Dict[str, None] = {}
     self.items_file = ""  # the items file read (its {SPAN} filled), for errors
-
-  def _feature_map(self, mapping, where) -> Dict[str, str]:
-    if not mapping:
-      return {}
-    if not isinstance(mapping, dict):
-      raise IngestionError(f"data_config {self.config_path}: {where} must map "
-                           f"contract feature names to columns")
-    unknown = [n for n in mapping if n not in _USER_FEATURE_NAMES]
-    if unknown:
-      raise IngestionError(
-          f"data_config {self.config_path}: {where}: {', '.join(unknown)} "
-          f"is not a user feature of the contract (known: "
-          f"{', '.join(_USER_FEATURE_NAMES)})")
-    return {str(k): str(v) for k, v in mapping.items()}
 
   # -- users and items ------------------------------------------------------
   def prepare(self) -> None:
@@ -372,20 +378,17 @@ class CustomSource(sources.Source):
   def _load_users(self) -> None:
     section = self.users_section
     table = _Table(self.config_path, section, "users", self.span)
-    id_column = section.get("id")
-    if not id_column:
-      raise IngestionError(f"data_config {self.config_path}: users.id (the "
-                           f"user id column) is missing")
-    mapping = self._feature_map(section.get("features"), "users.features")
+    id_column = section.id
+    mapping = dict(section.features)
 
     def user(values) -> None:
       if values is None:
         raise BadRow("the number of values differs from the header's")
-      user_id = sources.parse_id(values[id_column], f"user id ({id_column})")
+      user_id = parse_id(values[id_column], f"user id ({id_column})")
       if user_id in self.users:
         raise BadRow(f"user id {user_id!r} appears twice")
       self.users[user_id] = {
-          name: _convert_user_feature(name, values[column])
+          name: _convert_user_feature(name, column, values[column])
           for name, column in mapping.items()}
 
     for _ in self._rows(table.display,
@@ -397,36 +400,22 @@ class CustomSource(sources.Source):
     section = self.items_section
     table = _Table(self.config_path, section, "items", self.span)
     self.items_file = table.display
-    cols = section.get("columns") or {}
-    unknown = set(cols) - {"item", "title", "genres"}
-    if unknown or not cols.get("item"):
-      raise IngestionError(
-          f"data_config {self.config_path}: items.columns needs item (and "
-          f"optionally title, genres); unknown: {sorted(unknown)}")
-    separator = section.get("genre_separator") or "|"
-    aliases = {str(k).strip().lower(): str(v)
-               for k, v in (section.get("genre_aliases") or {}).items()}
-    policy = section.get("unknown_genres") or "error"
-    if policy not in ("error", "drop"):
-      raise IngestionError(f"data_config {self.config_path}: unknown_genres "
-                           f"must be error or drop, not {policy!r}")
+    separator = section.genre_separator
+    policy = section.unknown_genres
     by_lower = {n.lower(): i for i, n in enumerate(features.GENRE_NAMES)}
-    for alias, target in sources.GENRE_ALIASES.items():
+    for alias, target in GENRE_ALIASES.items():
       by_lower.setdefault(alias.lower(), features.GENRE_ID[target])
-    for alias, target in aliases.items():
-      if target not in features.GENRE_ID:
-        raise IngestionError(
-            f"data_config {self.config_path}: genre_aliases maps {alias!r} to "
-            f"{target!r}, which is not one of {features.GENRE_NAMES}")
-      by_lower[alias] = features.GENRE_ID[target]
+    for alias, target in section.genre_aliases.items():
+      by_lower[alias.strip().lower()] = features.GENRE_ID[target]
     unknown_genres: Dict[str, int] = {}
-    item_col, title_col, genres_col = (cols.get("item"), cols.get("title"),
-                                       cols.get("genres"))
+    item_col = section.columns.item
+    title_col = section.columns.title
+    genres_col = section.columns.genres
 
     def item(values) -> None:
       if values is None:
         raise BadRow("the number of values differs from the header's")
-      item_id = sources.parse_id(values[item_col], f"item id ({item_col})")
+      item_id = parse_id(values[item_col], f"item id ({item_col})")
       if item_id in self.movies:
         raise BadRow(f"item id {item_id!r} appears twice")
       title = item_id
@@ -465,6 +454,18 @@ class CustomSource(sources.Source):
                       listing)
 
   # -- interactions ---------------------------------------------------------
+  def _expected_types(self):
+    """Arrow kinds of the rating and timestamp columns (Parquet only)."""
+    expected = {}
+    if "rating" in self.columns:
+      expected[self.columns["rating"]] = ("rating", ("number",))
+    if self.has_timestamp:
+      kinds = ("number", "time") + (
+          ("text",) if self.timestamp_unit == "iso" else ())
+      expected[self.columns["timestamp"]] = (
+          f"timestamp, unit {self.timestamp_unit}", kinds)
+    return expected
+
   def ratings(self, part: Optional[str] = None) -> Iterator[Row]:
     if part is not None:
       raise IngestionError(f"{self.name} has no part {part!r}")
@@ -472,14 +473,16 @@ class CustomSource(sources.Source):
     cols = self.columns
     catalogue = self.movies if self.items_section else None
     items_file = self.items_file
+    user_what = f"user id ({cols['user']})"
+    item_what = f"item id ({cols['item']})"
+    rating_what = f"rating ({cols.get('rating')})"
+    timestamp_what = f"timestamp ({cols.get('timestamp')})"
 
     def interaction(values) -> Row:
       if values is None:
         raise BadRow("the number of values differs from the header's")
-      user_id = sources.parse_id(values[cols["user"]],
-                                 f"user id ({cols['user']})")
-      item_id = sources.parse_id(values[cols["item"]],
-                                 f"item id ({cols['item']})")
+      user_id = parse_id(values[cols["user"]], user_what)
+      item_id = parse_id(values[cols["item"]], item_what)
       row: Row = {"user_id": user_id}
       if catalogue is not None:
         movie = catalogue.get(item_id)
@@ -489,21 +492,20 @@ class CustomSource(sources.Source):
       else:
         row.update(movie_id=item_id, movie_title=item_id)
       if not self.implicit:
-        row["user_rating"] = sources.parse_float(values[cols["rating"]],
-                                                 f"rating ({cols['rating']})")
+        row["user_rating"] = parse_float(values[cols["rating"]], rating_what)
       if self.has_timestamp:
         row["timestamp"] = _timestamp(values[cols["timestamp"]],
-                                      self.timestamp_unit)
+                                      self.timestamp_unit, timestamp_what)
       row.update(self.users.get(user_id, {}))
       for name, column in self.user_features.items():
-        row[name] = _convert_user_feature(name, values[column])
+        row[name] = _convert_user_feature(name, column, values[column])
       if catalogue is None:
         self.seen.setdefault(item_id)
       return row
 
-    columns = list(dict.fromkeys(list(cols.values())
-                                 + list(self.user_features.values())))
-    yield from self._rows(self.table.display, self.table.rows(columns),
+    columns = list(cols.values()) + list(self.user_features.values())
+    yield from self._rows(self.table.display,
+                          self.table.rows(columns, self._expected_types()),
                           interaction, self.table.unit)
 
   def catalogue(self) -> Iterator[Row]:

@@ -65,6 +65,8 @@ class Executor(base_executor.BaseExecutor):
     for name, count in summary.num_examples.items():
       examples.set_int_custom_property(f"num_examples_{name}", count)
     examples.set_int_custom_property("num_bad_rows", summary.num_bad_rows)
+    examples.set_int_custom_property("num_duplicates_dropped",
+                                     summary.num_duplicates)
     examples.set_string_custom_property("source", summary.source)
     examples.set_string_custom_property("source_family", summary.source_family)
     examples.set_string_custom_property("split", summary.split)

@@ -34,6 +34,15 @@ Splits:
 * ``u1``..``u5``, ``ua``, ``ub`` (ml-100k folders/zips only): train =
   ``<fold>.base``, eval = ``<fold>.test``.
 
+Duplicates (several ratings of one (user, movie) pair, duplicates.py) are
+found on hashes recorded in the pass that reads every row anyway: the
+writing pass of ``random`` and the folds, the timestamp pass of ``time``.
+With ``keep_newest`` the older ratings are left out: ``time`` skips them in
+its writing pass (and in its quantile); ``random`` and the folds, which have
+written them already, write their splits once more, a pass only data with
+duplicates pays. Bad rows are counted (and max_bad_row_fraction enforced)
+in the first pass; later passes read with reporting paused.
+
 Spans (a ``{SPAN}`` pattern, components/ingestion/spans.py): the ratings of
 the spans `range_config` selects (default: the newest) are read as one union
 and split as above; the examples carry the newest span number. With
@@ -47,8 +56,8 @@ These re-read the spans with bad-row reporting paused: the newest span was
 counted (and its bad rows enforced) in the main pass, and the previous span
 only serves as the drift baseline.
 
-Writing streams row by row (memory: the movie and user tables, plus the
-timestamps for the time split).
+Writing streams row by row (memory: the movie and user tables, 8 bytes a
+row for the duplicate check, plus 8 more for the time split's timestamps).
 """
 from __future__ import annotations
 
@@ -57,19 +66,26 @@ import dataclasses
 import hashlib
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
 
 from common import features
+from components.ingestion import duplicates
 from components.ingestion import sources
 from components.ingestion import spans as spans_lib
-from components.ingestion.sources import BadRowTracker, IngestionError
+from components.ingestion.base import (BadRowTracker, IngestionError, Row,
+                                       Source)
+from components.ingestion.grouplens import ML100K_FOLDS
 
 TRAIN, EVAL, CATALOGUE = "train", "eval", "catalogue"
 CURRENT, PREVIOUS = "current", "previous"  # splits of the drift examples
-SPLITS = ("random", "time") + sources.ML100K_FOLDS
+SPLITS = ("random", "time") + ML100K_FOLDS
 FILE_PREFIX = "data_tfrecord"
 MIN_SHARDS = 2  # shards per split at least (fewer only for fewer rows)
 ROWS_PER_SHARD = 1_000_000  # automatic sharding: rows per shard at most
+PROGRESS_EVERY = 1_000_000  # rows between progress log lines
 
 
 @dataclasses.dataclass
@@ -89,6 +105,7 @@ class IngestionSummary:
   previous_span: Optional[int] = None  # the drift baseline
   num_drift_examples: Dict[str, int] = dataclasses.field(default_factory=dict)
   num_shards: Dict[str, int] = dataclasses.field(default_factory=dict)
+  num_duplicates: int = 0  # ratings left out as older duplicates
 
 
 def split_dir(base_dir: str, split_name: str) -> str:
@@ -103,7 +120,6 @@ def shard_name(index: int, total: int) -> str:
 
 def split_files(base_dir: str, split_name: str) -> List[str]:
   """The TFRecord files of one split, in shard order ([] when none)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   pattern = os.path.join(split_dir(base_dir, split_name), f"{FILE_PREFIX}-*")
   return sorted(tf.io.gfile.glob(pattern))
 
@@ -117,7 +133,6 @@ def is_eval_random(user_id: str, movie_id: str, eval_fraction: float) -> bool:
 
 def time_cut(timestamps, eval_fraction: float) -> int:
   """The timestamp at the (1 - eval_fraction) quantile (train: ts <= cut)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   values = np.frombuffer(timestamps, dtype=np.int64) if isinstance(
       timestamps, array.array) else np.asarray(timestamps, dtype=np.int64)
   if values.size == 0:
@@ -136,8 +151,6 @@ class _Writer:
   """Sharded GZIP TFRecord files of tf.Examples for one split (see above)."""
 
   def __init__(self, base_dir: str, split_name: str, num_shards: int = 0):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._tf = tf
     self._dir = split_dir(base_dir, split_name)
     tf.io.gfile.makedirs(self._dir)
     self._width = check_num_shards(num_shards) or MIN_SHARDS
@@ -151,7 +164,7 @@ class _Writer:
     path = os.path.join(self._dir,
                         f".{FILE_PREFIX}-{len(self._paths):05d}.tmp.gz")
     self._paths.append(path)
-    self._group.append(self._tf.io.TFRecordWriter(path, options="GZIP"))
+    self._group.append(tf.io.TFRecordWriter(path, options="GZIP"))
 
   def _close_group(self) -> None:
     for writer in self._group:
@@ -181,7 +194,7 @@ class _Writer:
     self._close_group()
     total = len(self._paths)
     for index, path in enumerate(self._paths):
-      self._tf.io.gfile.rename(
+      tf.io.gfile.rename(
           path, os.path.join(self._dir, shard_name(index, total)),
           overwrite=True)
 
@@ -210,7 +223,7 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
   check_split(split, eval_fraction)
   check_num_shards(num_shards)
   tracker = BadRowTracker(max_bad_row_fraction)
-  pattern = spans_lib.source_pattern(source, data_config)
+  pattern = sources.source_pattern(source, data_config)
   selection = spans_lib.resolve(pattern, range_config) if pattern else None
   if selection is not None:
     logging.info("Spans of %s: %s available, reading %s (%s)", pattern,
@@ -222,7 +235,7 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
     reader = sources.open_source(source, data_config, tracker, tfds_data_dir,
                                  range_config)
   try:
-    if split in sources.ML100K_FOLDS and f"{split}.base" not in reader.parts:
+    if split in ML100K_FOLDS and f"{split}.base" not in reader.parts:
       raise IngestionError(
           f"split {split!r} needs a GroupLens ml-100k folder or zip with "
           f"{split}.base and {split}.test; {reader.name} is "
@@ -230,15 +243,9 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
     logging.info("Ingesting %s (family %s), split %s", reader.name,
                  reader.family, split)
     reader.prepare()
-    writers = {TRAIN: _Writer(examples_dir, TRAIN, num_shards),
-               EVAL: _Writer(examples_dir, EVAL, num_shards)}
-    try:
-      _write_split(reader, split, eval_fraction, writers)
-    finally:
-      for writer in writers.values():
-        writer.close()
+    writers, found = _write_examples(reader, split, eval_fraction,
+                                     examples_dir, num_shards)
     counts = {name: w.count for name, w in writers.items()}
-    tracker.check()
     for name, count in counts.items():
       if not count:
         raise IngestionError(
@@ -253,13 +260,15 @@ def ingest(source: str = "", data_config: str = "", split: str = "random",
     shards = {name: w.num_shards for name, w in writers.items()}
     shards[CATALOGUE] = catalogue.num_shards
     logging.info("Wrote %d train and %d eval examples, %d catalogue movies "
-                 "(%d bad rows skipped); shards: %s", counts[TRAIN],
-                 counts[EVAL], catalogue.count, tracker.bad, shards)
+                 "(%d bad rows skipped, %d duplicates left out); shards: %s",
+                 counts[TRAIN], counts[EVAL], catalogue.count, tracker.bad,
+                 found.rows, shards)
     summary = IngestionSummary(
         source=reader.name, source_family=reader.family, split=split,
         num_examples=counts, num_movies=catalogue.count,
         num_bad_rows=tracker.bad, implicit=reader.implicit,
-        problems=list(tracker.problems), num_shards=shards)
+        problems=list(tracker.problems), num_shards=shards,
+        num_duplicates=found.rows)
   finally:
     reader.close()
   if selection is not None:
@@ -302,37 +311,111 @@ def write_drift_examples(selection: spans_lib.SpanSelection, data_config: str,
 
 def _progress(writers) -> None:
   total = sum(w.count for w in writers.values())
-  if total % sources.PROGRESS_EVERY == 0:
+  if total % PROGRESS_EVERY == 0:
     logging.info("... %d examples (%s)", total, ", ".join(
         f"{n}: {w.count}" for n, w in writers.items()))
 
 
-def _write_split(reader: sources.Source, split: str, eval_fraction: float,
-                 writers) -> None:
-  if split in sources.ML100K_FOLDS:
+def _ordered_rows(reader: Source, split: str
+                  ) -> Iterator[Tuple[Optional[str], Row]]:
+  """(TRAIN/EVAL for a fold's part, else None; row), in reading order.
+
+  Every pass reads the rows through here, so row i is the same row in each
+  (duplicates.py numbers them).
+  """
+  if split in ML100K_FOLDS:
     for name, part in ((TRAIN, f"{split}.base"), (EVAL, f"{split}.test")):
       for row in reader.ratings(part):
-        writers[name].write(row)
-        _progress(writers)
-    return
-  if split == "random":
+        yield name, row
+  else:
     for row in reader.ratings():
-      name = EVAL if is_eval_random(row["user_id"], row["movie_id"],
-                                    eval_fraction) else TRAIN
-      writers[name].write(row)
+      yield None, row
+
+
+def _write_all(reader: Source, split: str, route: Callable, examples_dir: str,
+               num_shards: int, drop: Optional[np.ndarray] = None,
+               keys: Optional[duplicates.PairKeys] = None
+               ) -> Dict[str, "_Writer"]:
+  """Writes every row but those at `drop` to the split route() names.
+
+  route(fold part or None, row) -> TRAIN or EVAL; keys, when given, records
+  every row's pair for the duplicate check.
+  """
+  writers = {TRAIN: _Writer(examples_dir, TRAIN, num_shards),
+             EVAL: _Writer(examples_dir, EVAL, num_shards)}
+  rows = _ordered_rows(reader, split)
+  if drop is not None:
+    rows = duplicates.without(rows, drop)
+  try:
+    for target, row in rows:
+      if keys is not None:
+        keys.add(row)
+      writers[route(target, row)].write(row)
       _progress(writers)
-    return
-  # time: a first pass collects the timestamps (bad rows count in pass two).
+  finally:
+    for writer in writers.values():
+      writer.close()
+  return writers
+
+
+def _time_cut(reader: Source, split: str, eval_fraction: float,
+              keys: duplicates.PairKeys, rows_again
+              ) -> Tuple[int, duplicates.Duplicates]:
+  """The time split's first pass: its cut, of the ratings kept."""
   timestamps = array.array("q")
+  for _, row in _ordered_rows(reader, split):  # bad rows count here
+    if row.get("timestamp") is None:
+      raise IngestionError(f"split 'time' needs timestamps; {reader.name} "
+                           f"has none. Use split 'random'.")
+    timestamps.append(row["timestamp"])
+    keys.add(row)
+  reader.tracker.check()
+  found = duplicates.resolve(reader, keys, rows_again)
+  kept = np.frombuffer(timestamps, dtype=np.int64)
+  if found.drop.size:
+    kept = np.delete(kept, found.drop)
+  return time_cut(kept, eval_fraction), found
+
+
+def _write_examples(reader: Source, split: str, eval_fraction: float,
+                    examples_dir: str, num_shards: int
+                    ) -> Tuple[Dict[str, "_Writer"], duplicates.Duplicates]:
+  """The train and eval splits, duplicates handled (module docstring)."""
+  keys = duplicates.PairKeys()
+
+  def rows_again():
+    return (row for _, row in _ordered_rows(reader, split))
+
+  if split == "time":
+    cut, found = _time_cut(reader, split, eval_fraction, keys, rows_again)
+    del keys
+    logging.info("Time split: train timestamp <= %d < eval", cut)
+    with reader.tracker.paused():
+      writers = _write_all(
+          reader, split, lambda _, row: TRAIN if row["timestamp"] <= cut
+          else EVAL, examples_dir, num_shards, found.drop)
+    return writers, found
+
+  if split in ML100K_FOLDS:
+    def route(part, _):
+      return part
+  else:
+    def route(_, row):
+      return EVAL if is_eval_random(row["user_id"], row["movie_id"],
+                                    eval_fraction) else TRAIN
+  # Bad rows count in this pass.
+  writers = _write_all(reader, split, route, examples_dir, num_shards,
+                       keys=keys)
+  reader.tracker.check()
+  found = duplicates.resolve(reader, keys, rows_again)
+  if not found.rows:
+    return writers, found
+  del keys
+  logging.info("Writing the splits again without %d older duplicates",
+               found.rows)
+  for name in writers:
+    tf.io.gfile.rmtree(split_dir(examples_dir, name))
   with reader.tracker.paused():
-    for row in reader.ratings():
-      if row.get("timestamp") is None:
-        raise IngestionError(f"split 'time' needs timestamps; {reader.name} "
-                             f"has none. Use split 'random'.")
-      timestamps.append(row["timestamp"])
-  cut = time_cut(timestamps, eval_fraction)
-  del timestamps
-  logging.info("Time split: train timestamp <= %d < eval", cut)
-  for row in reader.ratings():
-    writers[TRAIN if row["timestamp"] <= cut else EVAL].write(row)
-    _progress(writers)
+    writers = _write_all(reader, split, route, examples_dir, num_shards,
+                         found.drop)
+  return writers, found

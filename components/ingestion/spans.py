@@ -1,8 +1,10 @@
 """Span-numbered inputs: TFX's ``{SPAN}`` pattern convention and RangeConfig.
 
-Plain Python like the other ingestion modules; TFX (its example_gen span
-utilities and the RangeConfig proto) is imported only when a pattern or a
-range config is actually used.
+Pure span matching: patterns, the spans that exist and the ones a range
+config selects. It reads no data and imports no reader (the dispatcher,
+sources.py, opens the selected spans; custom_source.py fills ``{SPAN}`` in a
+data config's paths). TFX's example_gen utilities pull in Apache Beam
+(seconds to import), so they are imported where a pattern is matched.
 
 Scheduled retraining adds data as numbered *spans* (TFX's name for one
 delivery of data): ``/data/ml/span-1``, ``/data/ml/span-2``, ... each a
@@ -36,7 +38,13 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from components.ingestion.sources import IngestionError
+from google.protobuf import json_format
+from tfx.dsl.io import fileio
+from tfx.proto import example_gen_pb2
+from tfx.proto import range_config_pb2
+from tfx.utils import proto_utils
+
+from components.ingestion.base import IngestionError
 
 SPAN_SPEC = "{SPAN"  # prefix of {SPAN} and {SPAN:<width>}
 
@@ -46,7 +54,7 @@ def has_span(pattern: str) -> bool:
   return bool(pattern) and SPAN_SPEC in pattern
 
 
-def parse_range_config(value) -> Optional["range_config_pb2.RangeConfig"]:  # noqa: F821
+def parse_range_config(value) -> Optional[range_config_pb2.RangeConfig]:
   """A RangeConfig from a proto, a dict or its JSON text; None when empty.
 
   JSON uses the proto field names, as stock ExampleGen's range_config does:
@@ -54,9 +62,7 @@ def parse_range_config(value) -> Optional["range_config_pb2.RangeConfig"]:  # no
   ``{"static_range": {"start_span_number": 2, "end_span_number": 4}}``.
   """
   if value is None or value == "" or value == {}:
-    return None  # (before importing TFX: span-less ingestion needs none)
-  from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
-  from tfx.proto import range_config_pb2  # pylint: disable=g-import-not-at-top
+    return None
   if isinstance(value, range_config_pb2.RangeConfig):
     config = value
   else:
@@ -89,7 +95,6 @@ def range_config_json(value) -> str:
   config = parse_range_config(value)
   if config is None:
     return ""
-  from tfx.utils import proto_utils  # pylint: disable=g-import-not-at-top
   return json.dumps(json.loads(proto_utils.proto_to_json(config)),
                     sort_keys=True, separators=(",", ":"))
 
@@ -109,7 +114,7 @@ def describe_range(config) -> str:
 
 def fill(pattern: str, span: int) -> str:
   """The pattern with its ``{SPAN}`` filled in (zero-padded to its width)."""
-  from tfx.components.example_gen import utils  # pylint: disable=g-import-not-at-top
+  from tfx.components.example_gen import utils  # pylint: disable=g-import-not-at-top  (Beam)
   try:
     return utils.get_pattern_for_span_version(pattern, True, False, False,
                                               span, None)
@@ -125,9 +130,7 @@ def find_spans(pattern: str) -> Dict[int, str]:
   integer span, or two paths have the same span number (``span-1`` and
   ``span-01``).
   """
-  from tfx.components.example_gen import utils  # pylint: disable=g-import-not-at-top
-  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-  from tfx.proto import example_gen_pb2  # pylint: disable=g-import-not-at-top
+  from tfx.components.example_gen import utils  # pylint: disable=g-import-not-at-top  (Beam)
   split = example_gen_pb2.Input.Split(name="data", pattern=pattern)
   try:
     is_span, is_date, is_version = utils.verify_split_pattern_specs(split)
@@ -229,22 +232,3 @@ def resolve(pattern: str, range_config=None) -> SpanSelection:
   earlier = [s for s in available if s < newest]
   return SpanSelection(pattern=pattern, available=available, spans=spans,
                        newest=newest, previous=max(earlier) if earlier else None)
-
-
-def source_pattern(source: str = "", data_config: str = "") -> str:
-  """The ``{SPAN}`` pattern behind a source or data config; "" for none.
-
-  For a data config it is the interactions path (resolved against the
-  config's folder), where the span of a custom log lives.
-  """
-  if has_span(source):
-    return source
-  if (data_config or "").strip():
-    if has_span(data_config):
-      raise IngestionError(
-          f"data_config {data_config!r}: put {{SPAN}} in interactions.path "
-          f"inside the config, not in the config's own path")
-    from components.ingestion import custom_source  # pylint: disable=g-import-not-at-top
-    return custom_source.span_pattern(data_config)
-  return ""
-
