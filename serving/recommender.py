@@ -215,8 +215,9 @@ def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = N
 # ranking version does not cost the good retrieval one, and the part that
 # did not change is reused by a reload.
 
-def _read_catalogue(assets_dir: str):
-  """(movie ids, titles, genre ids, embedding matrix) of catalogue.jsonl.
+def _read_catalogue(assets_dir: str, strict: bool = True):
+  """(movie ids, titles, genre ids, embedding matrix) of catalogue.jsonl;
+  strict: the matrix must be 2-D, non-empty and finite (ValueError).
 
   Serving's reader; benchmarks/retrieval_ann.py reads the same file's
   embeddings itself.
@@ -236,7 +237,8 @@ def _read_catalogue(assets_dir: str):
                          f"{n} is not a catalogue row ({type(e).__name__}: "
                          f"{e})") from None
   candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
-  if candidates.ndim != 2 or not len(candidates) or not np.isfinite(candidates).all():
+  if strict and (candidates.ndim != 2 or not len(candidates)
+                 or not np.isfinite(candidates).all()):
     raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} holds no "
                      "finite [movies, dim] embedding matrix "
                      f"(shape {candidates.shape})")
@@ -253,14 +255,19 @@ def _manifest_catalogue_size(assets_dir: str) -> Optional[int]:
 
 
 class _Retrieval:
-  """The retrieval SavedModel and its serving tables (assets.extra/)."""
+  """The retrieval SavedModel and its serving tables (assets.extra/).
 
-  def __init__(self, rdir: str):
+  strict (pushed versions): a catalogue that is not a finite matrix of the
+  manifest's size does not load, so serving skips the version. The
+  evaluators' from_model_dirs loads leniently, as before.
+  """
+
+  def __init__(self, rdir: str, strict: bool = True):
     self.model = tf.saved_model.load(rdir)
     self.query_fn = self.model.signatures[F.RETRIEVAL_QUERY_SIGNATURE]
     assets_dir = os.path.join(rdir, assets.ASSETS_EXTRA)
-    ids, titles, genres, candidates = _read_catalogue(assets_dir)
-    expected = _manifest_catalogue_size(assets_dir)
+    ids, titles, genres, candidates = _read_catalogue(assets_dir, strict)
+    expected = _manifest_catalogue_size(assets_dir) if strict else None
     if expected is not None and expected != len(ids):
       raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} has "
                        f"{len(ids)} movies, {assets.MANIFEST_FILE} says {expected}")
@@ -386,7 +393,7 @@ class Recommender:
     self._init_state()
     self._last_check = time.monotonic()
     t0 = time.time()
-    retrieval = _Retrieval(retrieval_dir)
+    retrieval = _Retrieval(retrieval_dir, strict=False)
     ranking = None if ranking_dir is None else _Ranking(
         ranking_dir, retrieval.movie_bytes[0])
     self._models = _Models(retrieval, ranking, None, None)
