@@ -105,8 +105,8 @@ from components.ingestion.base import (GENRE_ALIASES, INT64_MAX, INT64_MIN,
 
 _UNIT_SECONDS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000,
                  "iso": 1}  # iso: numbers are seconds
-_GENDERS = {"m": 1, "male": 1, "1": 1, "true": 1,
-            "f": 0, "female": 0, "0": 0, "false": 0}
+# A user log may also spell gender as 1/0 or true/false (1 = male).
+_GENDERS = dict(features.GENDER_CODES, **{"1": 1, "true": 1, "0": 0, "false": 0})
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet",
             ".pq": "parquet"}
 

@@ -76,18 +76,10 @@ ML1M_OCCUPATIONS = [
     "programmer", "retired", "sales/marketing", "scientist", "self-employed",
     "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
 ]
-AGE_THRESHOLDS = (18, 25, 35, 45, 50, 56)
-ML1M_AGE_CODES = (1, 18, 25, 35, 45, 50, 56)
-
-
-def bucketize_age(age: int) -> int:
-  bucket = 1
-  for threshold in AGE_THRESHOLDS:
-    if age >= threshold:
-      bucket = threshold
-    else:
-      break
-  return bucket
+# ml-1m's users.dat age codes are the buckets themselves; ml-100k's ages are
+# bucketized like TFDS does (features.bucketize_age).
+ML1M_AGE_CODES = features.AGE_BUCKETS
+bucketize_age = features.bucketize_age
 
 
 class _GroupLensSource(Source):
