@@ -5,7 +5,7 @@
 Why: the scale benchmark (benchmarks/scale.py) needs ml-25m-sized inputs of
 chosen sizes, and MovieLens itself may not be redistributed (GroupLens
 licence). The files are what the pipeline's GroupLens reader expects of
-ml-20m / ml-25m (components/ingestion/sources.py, `MovieLensCurrent`):
+ml-20m / ml-25m (components/ingestion/grouplens.py, `MovieLensCurrent`):
 
 * ``ratings.csv``: ``userId,movieId,rating,timestamp``, sorted by userId then
   movieId, ratings in half stars 0.5-5.0, one row per (user, movie) pair;
