@@ -189,6 +189,10 @@ def _data(run: D.Run, store) -> str:
     bad = D.prop(examples, "num_bad_rows", 0)
     if bad:
       rows.append(["skipped unparsable rows", num(bad, "examples.bad_rows")])
+    dups = D.prop(examples, "num_duplicates_dropped", 0)
+    if dups:
+      rows.append(["duplicate ratings dropped (newest kept)",
+                   num(dups, "examples.duplicates_dropped")])
     spans = D.prop(examples, "spans", "")
     parts.append(f"<p>Source: <code>{esc(D.prop(examples, 'source', ''))}</code>"
                  + (f"; spans read: <strong>{esc(spans)}</strong>" if spans else "")

@@ -297,10 +297,13 @@ def summarize(metadata_path: str, pipeline_name: str, serving_dir: str,
     if gen.get("catalogue"):
       rows.append(["catalogue (movies)", _prop(gen["catalogue"][0], "num_movies", "?")])
     bad = _prop(ex, "num_bad_rows", 0)
+    dups = _prop(ex, "num_duplicates_dropped", 0)
     spans = _prop(ex, "spans", "")
     parts.append("Data: " + str(_prop(ex, "source", ""))
                  + (f"; spans read: {spans}" if spans else "") + "\n" + _table(rows)
-                 + (f"\nskipped unparsable rows: {bad}" if bad else ""))
+                 + (f"\nskipped unparsable rows: {bad}" if bad else "")
+                 + (f"\nduplicate (user, movie) ratings dropped (newest kept): {dups}"
+                    if dups else ""))
 
   gate = next((v for k, v in outs.items() if "ValidationGate" in k), None)
   parts.append("Validation: " + ("passed, no anomalies" if gate else
