@@ -85,8 +85,6 @@ FEATURE_ALIASES = {
 }
 # Request features besides the user's own: the time context.
 CONTEXT_FEATURES = (F.TIMESTAMP,)
-AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)  # MovieLens bucketized_user_age
-_GENDER = {"m": 1, "male": 1, "f": 0, "female": 0}
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +130,10 @@ def normalize_features(features: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     if value is None:
       continue
     if name == F.USER_GENDER and isinstance(value, str):
-      if value.lower() not in _GENDER:
+      if value.lower() not in F.GENDER_CODES:
         shown = value if len(value) <= 40 else f"{value[:40]}..."
         raise ValueError(f"gender must be M/F (or 1/0), got {shown!r}")
-      value = _GENDER[value.lower()]
+      value = F.GENDER_CODES[value.lower()]
     if spec.dtype == F.BYTES:
       if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise ValueError(f"{key} must be a string, got {type(value).__name__}")
@@ -154,9 +152,7 @@ def normalize_features(features: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
       value = int(value)
     out[name] = value
   if F.RAW_USER_AGE in out and F.BUCKETIZED_USER_AGE not in out:
-    age = out[F.RAW_USER_AGE]
-    out[F.BUCKETIZED_USER_AGE] = float(max(b for b in AGE_BUCKETS
-                                           if age >= b or b == 1))
+    out[F.BUCKETIZED_USER_AGE] = float(F.bucketize_age(out[F.RAW_USER_AGE]))
   return out
 
 
