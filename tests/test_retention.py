@@ -106,20 +106,6 @@ def test_interrupted_deletion_is_finished(tmp_path):
   assert os.listdir(os.path.join(serving, "ranking")) == ["1"]
 
 
-def test_completeness_rule_agrees_with_serving(tmp_path):
-  from serving import recommender  # pylint: disable=g-import-not-at-top
-  serving = str(tmp_path / "serving")
-  _push(serving, "retrieval", 1)
-  _push(serving, "retrieval", 2, complete=False)
-  d3 = _push(serving, "retrieval", 3)
-  os.remove(os.path.join(d3, "assets.extra", "manifest.json"))
-  _push(serving, "ranking", 1)
-  _push(serving, "ranking", 2, complete=False)
-  for model in ("retrieval", "ranking"):
-    assert (retention.version_dirs(os.path.join(serving, model))[0] ==
-            recommender.complete_versions(serving, model))
-
-
 # ---------------------------------------------------------------------------
 # Rollback.
 
