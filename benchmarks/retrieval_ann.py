@@ -131,8 +131,7 @@ def model_embeddings(model_dir: str, num_candidates: int, num_queries: int,
       raise SystemExit(f"no pushed retrieval model under {serving_dir}")
     version_dir = os.path.join(serving_dir, rec_lib.RETRIEVAL, str(versions[-1]))
   assets = os.path.join(version_dir, rec_lib.ASSETS_EXTRA)
-  with open(os.path.join(assets, rec_lib.CATALOGUE_FILE), encoding="utf-8") as f:
-    cand = np.asarray([json.loads(line)["embedding"] for line in f], np.float32)
+  cand = assets_lib.read_catalogue_table(assets)[3]
   users = list(assets_lib.SeenTable.load(assets, catalogue_ids=[]).user_ids())
   query_fn = tf.saved_model.load(version_dir).signatures[
       F.RETRIEVAL_QUERY_SIGNATURE]

@@ -43,6 +43,35 @@ SEEN_FILES = (SEEN_USERS_FILE, SEEN_OFFSETS_FILE, SEEN_MOVIES_FILE)
 LEGACY_SEEN_FILE = "seen.jsonl"  # read only (models exported before SEEN_FILES)
 
 
+def read_catalogue_table(assets_dir: str, strict: bool = True):
+  """(movie ids, titles, genre ids, embedding matrix) of CATALOGUE_FILE (one
+  JSON object per movie: movie_id, movie_title, movie_genres, embedding, as
+  trainer_modules/retrieval_export.py writes it); strict: the matrix must be
+  2-D, non-empty and finite. ValueError naming the line otherwise."""
+  path = os.path.join(assets_dir, CATALOGUE_FILE)
+  ids, titles, genres, emb = [], [], [], []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      try:
+        row = json.loads(line)
+        ids.append(row["movie_id"])
+        titles.append(row["movie_title"])
+        genres.append([int(g) for g in row["movie_genres"]])
+        emb.append(row["embedding"])
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{ASSETS_EXTRA}/{CATALOGUE_FILE} line "
+                         f"{n} is not a catalogue row ({type(e).__name__}: "
+                         f"{e})") from None
+  candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
+  if strict and (candidates.ndim != 2 or not len(candidates)
+                 or not np.isfinite(candidates).all()):
+    raise ValueError(f"{ASSETS_EXTRA}/{CATALOGUE_FILE} holds no "
+                     "finite [movies, dim] embedding matrix "
+                     f"(shape {candidates.shape})")
+  return ids, titles, genres, candidates
+
+
+
 class SeenTable:
   """Each known user's seen movies as catalogue positions (see module doc)."""
 

@@ -211,36 +211,6 @@ def fuse_ranks(rank_score: np.ndarray, item_item_score: Optional[np.ndarray] = N
 # ranking version does not cost the good retrieval one, and the part that
 # did not change is reused by a reload.
 
-def _read_catalogue(assets_dir: str, strict: bool = True):
-  """(movie ids, titles, genre ids, embedding matrix) of catalogue.jsonl;
-  strict: the matrix must be 2-D, non-empty and finite (ValueError).
-
-  Serving's reader; benchmarks/retrieval_ann.py reads the same file's
-  embeddings itself.
-  """
-  path = os.path.join(assets_dir, assets.CATALOGUE_FILE)
-  ids, titles, genres, emb = [], [], [], []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      try:
-        row = json.loads(line)
-        ids.append(row["movie_id"])
-        titles.append(row["movie_title"])
-        genres.append([int(g) for g in row["movie_genres"]])
-        emb.append(row["embedding"])
-      except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} line "
-                         f"{n} is not a catalogue row ({type(e).__name__}: "
-                         f"{e})") from None
-  candidates = np.ascontiguousarray(np.asarray(emb, np.float32))
-  if strict and (candidates.ndim != 2 or not len(candidates)
-                 or not np.isfinite(candidates).all()):
-    raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} holds no "
-                     "finite [movies, dim] embedding matrix "
-                     f"(shape {candidates.shape})")
-  return ids, titles, genres, candidates
-
-
 def _manifest_catalogue_size(assets_dir: str) -> Optional[int]:
   try:
     with open(os.path.join(assets_dir, assets.MANIFEST_FILE), encoding="utf-8") as f:
@@ -262,7 +232,7 @@ class _Retrieval:
     self.model = tf.saved_model.load(rdir)
     self.query_fn = self.model.signatures[F.RETRIEVAL_QUERY_SIGNATURE]
     assets_dir = os.path.join(rdir, assets.ASSETS_EXTRA)
-    ids, titles, genres, candidates = _read_catalogue(assets_dir, strict)
+    ids, titles, genres, candidates = assets.read_catalogue_table(assets_dir, strict)
     expected = _manifest_catalogue_size(assets_dir) if strict else None
     if expected is not None and expected != len(ids):
       raise ValueError(f"{assets.ASSETS_EXTRA}/{assets.CATALOGUE_FILE} has "
