@@ -13,6 +13,7 @@ over this package:
 * retention.py   pruning of pushed versions, old runs and logs; rollback;
 * run_report.py  the console summary of a run (from ML Metadata);
 * report*.py     the HTML run report with its plots;
+* kubeflow.py    compiles the pipeline for KFP v2 and submits runs;
 * kfp_local.py   executes a compiled KFP v2 spec on this machine, task by
                  task, the way a KFP backend starts the containers, so that
                  what Kubeflow would run is proven to run.
