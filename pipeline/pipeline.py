@@ -8,8 +8,8 @@ Data flows top to bottom, one component per step:
   [spans only] drift_examples (newest span, previous span)
     → DriftStatisticsGen → DriftGate  (drift beyond thresholds stops it here)
   Transform                          (vocabularies, buckets: transform/)
-  ├─ retrieval: Trainer (two-tower) → RetrievalEvaluator → Pusher
-  └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → TwoStageEvaluator → Pusher
+  ├─ retrieval: Trainer (two-tower) → RetrievalEvaluator → ServingPusher
+  └─ ranking:   Trainer (rating)    → Evaluator (TFMA)   → TwoStageEvaluator → ServingPusher
                  (TwoStageEvaluator: the top-k `recommend` returns from both
                  models vs retrieval-only; it blesses the ranking model)
   (tune=True: a Tuner before each Trainer, its best hyperparameters → Trainer)
@@ -21,9 +21,13 @@ interactions path) the ingestion reads the spans the range config selects
 side by side; the DriftGate runs after the ValidationGate (so invalid data
 is reported as such, not as drift) and Transform waits for both gates.
 
-Each evaluator compares against the latest blessed model *of its own
-stage* (resolvers filtered by producer), and each Pusher only pushes a
-blessed model. No ML code lives here: only wiring.
+Each evaluator compares against (and each Trainer warm-starts from) the
+model *its own stage serves*: resolvers over the ServingPushers' served
+blessings (components/serving_pusher.py), so a model blessed but never
+pushed is never a baseline. Each Pusher only pushes a blessed model, whole
+or not at all. No ML code lives here: only wiring; what runners do around a
+run (progress, locks, schedule, retention, rollback, reports) is in
+runners/.
 """
 from __future__ import annotations
 
