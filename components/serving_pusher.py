@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional
 
 from absl import logging
 from tfx import types
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
@@ -105,6 +106,30 @@ class Executor(pusher_executor.Executor):
     blessing_stage.write_blessing(
         served, model, True, f"served as {stage} version {version}",
         blessing_stage.served_stage(stage))
+    _name_model_as_the_evaluator_did(served, input_dict)
+
+
+def _name_model_as_the_evaluator_did(served: types.Artifact,
+                                     input_dict: Dict[str, List[types.Artifact]]
+                                     ) -> None:
+  """Copies current_model_id from the evaluator's blessing, as it was written.
+
+  Locally it is the Model's MLMD id (what write_blessing set already). On
+  KFP v2 TFX's container entrypoint rewrites it to the Model's runtime name
+  ("artifacts/12", which the compiled model query matches) only for outputs
+  named "blessing" of Evaluator subclasses, so a Pusher's own output would
+  keep a hashed number no query finds: the evaluator's value is the right one.
+  """
+  key = evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY
+  blessing = artifact_utils.get_single_instance(
+      input_dict[standard_component_specs.MODEL_BLESSING_KEY])
+  if not blessing.has_custom_property(key):
+    return
+  value = blessing.get_custom_property(key)
+  if isinstance(value, str):
+    served.set_string_custom_property(key, value)
+  elif isinstance(value, (int, float)) and float(value).is_integer():
+    served.set_int_custom_property(key, int(value))
 
 
 def push(model_path: str, model_dir: str, model_name: str, source_uri: str,

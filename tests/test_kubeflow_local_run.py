@@ -317,7 +317,7 @@ def test_cli_flag_errors(tmp_path, capsys):
 
 # ------------------------------------------------ the real compiled pipeline
 
-PUSHER_EXECUTOR = "tfx.components.pusher.executor.Executor"
+PUSHER_EXECUTOR = "components.serving_pusher.Executor"
 RETRIEVAL_SIGNATURES = {"serving_default", "query_embedding",
                         "candidate_embedding"}
 RANKING_SIGNATURES = {"serving_default"}
@@ -420,15 +420,18 @@ RESOLVERS = {"retrieval": "LatestBlessedRetrievalModel",
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["retrieval", "ranking"])
-def test_second_run_resolves_the_first_runs_blessed_model_of_its_stage(
+def test_second_run_resolves_the_first_runs_served_model_of_its_stage(
     two_runs, stage):
+  """The baseline is what the stage's ServingPusher pushed (its
+  served_blessing, tagged "<stage>_served"), as in local runs."""
   spec, first, second = two_runs["spec"], two_runs["first"], two_runs["second"]
   resolver = RESOLVERS[stage]
-  assert _stage_resolvers(spec)[resolver + "-model-blessing-resolver"] == stage
+  served = f"{stage}_served"
+  assert _stage_resolvers(spec)[resolver + "-model-blessing-resolver"] == served
   [blessing] = second["tasks"][resolver + "-model-blessing-resolver"][
       "outputs"]["model_blessing"]
   assert blessing["run_id"] == first["run_id"]
-  assert blessing["metadata"]["blessing_stage"] == stage
+  assert blessing["metadata"]["blessing_stage"] == served
   assert blessing["metadata"]["blessed"] == 1
   [model] = second["tasks"][resolver + "-model-resolver"]["outputs"]["model"]
   assert model["run_id"] == first["run_id"]

@@ -114,3 +114,14 @@ def test_stale_hidden_push_folders_are_removed(tmp_path):
   names = os.listdir(model_dir)
   assert os.path.basename(old) not in names  # a killed push, hours ago
   assert os.path.basename(young) in names    # maybe another runner's live push
+
+
+def test_the_served_blessing_names_the_model_as_the_evaluators_blessing_does(tmp_path):
+  """On KFP v2 an evaluator's current_model_id is the Model's runtime name
+  (a string the compiled model query matches); the served blessing copies it."""
+  inputs = _inputs(tmp_path)
+  inputs["model_blessing"][0].set_string_custom_property("current_model_id",
+                                                         "artifacts/12")
+  _, served = _run(tmp_path, inputs, str(tmp_path / "serving" / "ranking"))
+  assert served.get_string_custom_property("current_model_id") == "artifacts/12"
+
