@@ -65,27 +65,35 @@ def is_local(path: str) -> bool:
 # ---------------------------------------------------------------------------
 # Completeness.
 
-def _files(root: str) -> Dict[str, int]:
-  """Relative path → size of every file under root, VERSION.json excluded."""
+def _files(root: str, walk=os.walk, size=os.path.getsize) -> Dict[str, int]:
+  """Relative path → size of every file under root, VERSION.json excluded
+  (walk / size: os's, or fileio's for a remote root)."""
   out = {}
-  for dirpath, _, names in os.walk(root):
+  for dirpath, _, names in walk(root):
     for n in names:
       path = os.path.join(dirpath, n)
       rel = os.path.relpath(path, root)
       if rel != VERSION_FILE:
-        out[rel.replace(os.sep, "/")] = os.path.getsize(path)
+        out[rel.replace(os.sep, "/")] = size(path)
   return out
+
+
+def _version_info(version_dir: str, model: str, source: Optional[str],
+                  walk=os.walk, size=os.path.getsize) -> str:
+  """The text of VERSION.json for version_dir as it is now."""
+  return json.dumps({"model": model, "source": source or "",
+                     "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "files": _files(version_dir, walk, size)},
+                    indent=1, sort_keys=True)
 
 
 def write_version_file(version_dir: str, model: str,
                        source: Optional[str] = None) -> None:
   """Lists every file of version_dir with its size in VERSION.json (last)."""
-  info = {"model": model, "source": source or "",
-          "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-          "files": _files(version_dir)}
+  text = _version_info(version_dir, model, source)
   tmp = os.path.join(version_dir, f".{VERSION_FILE}.tmp")
   with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(info, f, indent=1, sort_keys=True)
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, os.path.join(version_dir, VERSION_FILE))
@@ -235,17 +243,10 @@ def publish(source_dir: str, model_dir: str, version: int, model: str,
 def _write_remote_version_file(version_dir: str, model: str,
                                source: Optional[str]) -> None:
   from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-  files = {}
-  for dirpath, _, names in fileio.walk(version_dir):
-    for n in names:
-      path = os.path.join(dirpath, n)
-      rel = os.path.relpath(path, version_dir)
-      if rel != VERSION_FILE:
-        files[rel.replace(os.sep, "/")] = fileio.stat(path).length
-  info = {"model": model, "source": source or "",
-          "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
+  text = _version_info(version_dir, model, source, fileio.walk,
+                       lambda path: fileio.stat(path).length)
   with fileio.open(os.path.join(version_dir, VERSION_FILE), "w") as f:
-    f.write(json.dumps(info, indent=1, sort_keys=True))
+    f.write(text)
 
 
 def next_version(model_dir: str, clock=time.time) -> int:

@@ -119,3 +119,18 @@ def test_version_file_lists_sizes_as_json(tmp_path):
   with open(os.path.join(d, versions.VERSION_FILE)) as f:
     assert json.load(f)["files"] == {"a/b.txt": 5}
   assert not [n for n in os.listdir(d) if n.endswith(".tmp")]
+
+
+def test_on_an_object_store_the_files_go_in_place_and_version_json_last(tmp_path):
+  """No atomic folder rename on gs:// or s3:// (here TF's ram://): the copy
+  goes to the version itself and VERSION.json, written after it, lists it."""
+  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
+  from tfx.utils import io_utils  # pylint: disable=g-import-not-at-top
+  src = _model(str(tmp_path / "src"))
+  path = versions.publish(src, "ram://serving/ranking", 3, versions.RANKING,
+                          source="m", copy_dir=io_utils.copy_dir)
+  assert path == "ram://serving/ranking/3"
+  with fileio.open(path + "/" + versions.VERSION_FILE) as f:
+    info = json.loads(f.read())
+  assert info["files"]["variables/variables.data-00000-of-00001"] == 2000
+  assert info["source"] == "m" and len(info["files"]) == 5
