@@ -27,6 +27,35 @@ def tiny_transformed(tmp_path_factory):
   return tft_fixture.build(str(tmp_path_factory.mktemp("tft")))
 
 
+def _fn_args(tiny, serving_dir, cfg, steps=None):
+  from tfx.components.trainer.fn_args_utils import FnArgs  # pylint: disable=g-import-not-at-top
+  return FnArgs(
+      train_files=[tiny["train_pattern"]], eval_files=[tiny["eval_pattern"]],
+      transform_output=tiny["tft_dir"], serving_model_dir=serving_dir,
+      model_run_dir=None, train_steps=steps, eval_steps=None, custom_config=cfg)
+
+
+@pytest.fixture(scope="session")
+def models(tiny_transformed, tmp_path_factory):
+  """Trained retrieval and ranking SavedModels (not yet in a serving layout).
+
+  Session-wide: the serving, CLI, version and batch tests only copy them.
+  """
+  from trainer_modules import ranking  # pylint: disable=g-import-not-at-top
+  from trainer_modules import retrieval  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path_factory.mktemp("serving_models"))
+  catalogue_uri = os.path.dirname(os.path.dirname(tiny_transformed["catalogue_pattern"]))
+  retrieval.run_fn(_fn_args(
+      tiny_transformed, os.path.join(root, "retrieval"),
+      {"epochs": 2, "batch_size": 256, "verbose": 0, "seed": 1,
+       "catalogue_uri": catalogue_uri}, steps=80))
+  ranking.run_fn(_fn_args(
+      tiny_transformed, os.path.join(root, "ranking"),
+      {"epochs": 10, "batch_size": 32, "learning_rate": 0.003, "seed": 1}))
+  return {"retrieval": os.path.join(root, "retrieval"),
+          "ranking": os.path.join(root, "ranking")}
+
+
 @contextlib.contextmanager
 def logging_restored():
   """Puts back the handlers and levels a pipeline run changes.

@@ -1,7 +1,7 @@
 """BatchRecommender (components/batch_recommender): batch = online, streamed.
 
-The executor runs on the tiny trained models of tests/test_serving.py (its
-`models` fixture, imported) laid out as pushed versions, with PushedModel
+The executor runs on the tiny trained models (the session fixture `models`
+of tests/conftest.py) laid out as pushed versions, with PushedModel
 artifacts as the stock Pusher records them; every user's batch rows are
 compared with what the online Recommender serves for that user.
 """
@@ -15,7 +15,7 @@ from tfx.types import standard_artifacts
 from common import assets
 from components.batch_recommender import executor as ex
 from serving import recommender as rec_lib
-from tests.test_serving import _push, models  # noqa: F401  pylint: disable=unused-import
+from tests.test_serving import _push
 
 K = 20
 
@@ -137,7 +137,7 @@ def test_pipeline_has_it_after_both_pushers_unless_switched_off(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Trained models (the `models` fixture of test_serving.py).
+# Trained models (the `models` fixture of tests/conftest.py).
 
 @pytest.mark.slow
 def test_batch_equals_online_for_every_user_plus_users_file(models, tmp_path):  # pylint: disable=redefined-outer-name

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.test_serving import _free_port, _push, fused_score, models  # noqa: F401  pylint: disable=unused-import
+from tests.test_serving import _free_port, _push, fused_score
 
 VARIABLES_DATA = os.path.join("variables", "variables.data-00000-of-00001")
 

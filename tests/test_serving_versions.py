@@ -4,8 +4,8 @@ serving/version_picker.py skips versions that are incomplete
 (common.versions.why_incomplete: VERSION.json's sizes) or do not load, for the
 newest good one, at start and on hot reload, and remembers the bad ones.
 Fast tests drive VersionPicker with fake loaders; the slow ones damage copies
-of the tiny real models of tests/test_serving.py (its module fixture, trained
-once for this module) in each way a push has been seen broken: no
+of the tiny real models (the session fixture `models` of tests/conftest.py,
+trained once per test process) in each way a push has been seen broken: no
 variables/, a truncated variables.data, a 0-byte saved_model.pb, a cut
 assets.extra/catalogue.jsonl; each with VERSION.json (found without loading)
 and without it (a version pushed before VERSION.json: found by loading).
@@ -22,7 +22,7 @@ from common import assets
 from common import versions
 from serving import errors
 from serving import version_picker
-from tests.test_serving import _push, models  # noqa: F401  pylint: disable=unused-import
+from tests.test_serving import _push
 
 VARIABLES_DATA = os.path.join("variables", "variables.data-00000-of-00001")
 CATALOGUE = os.path.join(assets.ASSETS_EXTRA, assets.CATALOGUE_FILE)
