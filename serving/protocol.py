@@ -10,6 +10,13 @@ closed when header_timeout seconds pass without a complete request head.
 Bodies have their own deadline (serving/http.py, body_timeout), model calls
 theirs (request_timeout).
 
+It also sets TCP_NODELAY on every connection. asyncio does that itself only
+for sockets whose `proto` is IPPROTO_TCP; uvicorn's worker processes
+(`--workers N`) accept on a listening socket rebuilt from a file descriptor,
+whose proto reads 0, so their connections kept Nagle's algorithm and a
+keep-alive client waited for the peer's delayed ACK on every response
+(p50 48 ms instead of 4 ms with one client).
+
 `recommend serve` passes this class as uvicorn's `http` protocol; the
 timeout comes from the serve settings in the environment
 (limits.SERVE_CONFIG_ENV), so uvicorn's worker processes get it too.
@@ -17,6 +24,7 @@ timeout comes from the serve settings in the environment
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Optional
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -33,6 +41,12 @@ class GuardedH11Protocol(H11Protocol):
 
   def connection_made(self, transport) -> None:  # type: ignore[override]
     super().connection_made(transport)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+      try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+      except OSError:
+        pass
     self._arm_head_deadline()
 
   def on_response_complete(self) -> None:
