@@ -30,6 +30,13 @@ artifact (passed=1, the spans compared, each feature's distance). Wire it as
     gate = DriftGate(statistics=drift_stats.outputs["statistics"],
                      schema=schema_gen.outputs["schema"], thresholds={...})
     transform.add_upstream_node(gate)
+
+Unlike ValidationGate, a class component, not a TFX function component: its
+thresholds are a {feature: number} mapping, which the local orchestrator
+hands a function component as a dict but the KubeflowV2 entrypoint as JSON
+text, and a bad threshold should fail when the pipeline is built, not when
+the run reaches the gate. An explicit JSON parameter checked in __init__
+gives both.
 """
 from __future__ import annotations
 

@@ -83,9 +83,9 @@ def _run_gate(tmp_path, anomalies, splits_to_check=None):
   result = _artifact(vg.DataValidationResult, str(tmp_path / "gate_result"))
   props = {}
   if splits_to_check is not None:
-    props[vg.SPLITS_TO_CHECK_KEY] = json.dumps(splits_to_check)
-  vg.Executor().Do({vg.ANOMALIES_KEY: [anomalies]},
-                   {vg.RESULT_KEY: [result]}, props)
+    props["splits_to_check"] = splits_to_check
+  executor = vg.ValidationGate.EXECUTOR_SPEC.executor_class()
+  executor.Do({"anomalies": [anomalies]}, {"result": [result]}, props)
   return result
 
 
@@ -318,6 +318,11 @@ def test_gate_fails_without_evidence(tmp_path):
   with pytest.raises(vg.DataValidationError, match="not validated"):
     _run_gate(tmp_path, a, ["train", "test"])
   assert _run_gate(tmp_path, a, ["train"]).get_int_custom_property("passed") == 1
+  # KubeflowV2 hands list parameters over as JSON text.
+  assert _run_gate(tmp_path, a, '["train"]').get_int_custom_property(
+      "passed") == 1
+  with pytest.raises(vg.DataValidationError, match="not validated"):
+    _run_gate(tmp_path, a, '["train", "test"]')
 
 
 def test_component_wiring():
@@ -326,9 +331,9 @@ def test_component_wiring():
   gate = vg.ValidationGate(anomalies=anomalies, splits_to_check=["train"])
   assert gate.id == "ValidationGate"
   assert gate.outputs["result"].type is vg.DataValidationResult
-  assert gate.exec_properties[vg.SPLITS_TO_CHECK_KEY] == '["train"]'
-  assert vg.ValidationGate(anomalies=anomalies).exec_properties[
-      vg.SPLITS_TO_CHECK_KEY] is None
+  assert gate.exec_properties["splits_to_check"] == ["train"]
+  assert "splits_to_check" not in vg.ValidationGate(
+      anomalies=anomalies).exec_properties
   transform = Transform(
       examples=channel.Channel(type=standard_artifacts.Examples),
       schema=channel.Channel(type=standard_artifacts.Schema),
@@ -360,7 +365,9 @@ def _pipeline_run(root, rows):
   schema = ImportSchemaGen(schema_file=schemas.schema_path("100k"))
   validator = ExampleValidator(statistics=statistics.outputs["statistics"],
                                schema=schema.outputs["schema"])
-  gate = vg.ValidationGate(anomalies=validator.outputs["anomalies"])
+  # A list parameter, as the local orchestrator stores it (IR, MLMD).
+  gate = vg.ValidationGate(anomalies=validator.outputs["anomalies"],
+                           splits_to_check=["train", "eval"])
   # Stands in for Transform: anything made to wait for the gate.
   after = StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
       "AfterGate")
