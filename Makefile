@@ -20,7 +20,7 @@ run: venv
 	$(PY) local_runner.py --data "$(DATA)" --split "$(SPLIT)" --output-dir "$(OUTPUT_DIR)" $(ARGS)
 
 test: venv
-	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(ARGS)
 
 # Unit tests only (skips the slow end-to-end pipeline runs).
 test-fast: venv
