@@ -113,6 +113,8 @@ def histograms_plot(features: Dict[str, Dict[str, Dict]], splits: Sequence[str],
     ax.tick_params(labelsize=7)
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
-  axes.flat[0].legend(frameon=False, fontsize=7)
+  # A fixed corner: "best" checks every bar (slow on a busy machine;
+  # matplotlib warns when it took over a second).
+  axes.flat[0].legend(frameon=False, fontsize=7, loc="upper right")
   fig.tight_layout()
   return to_svg(fig, title)
