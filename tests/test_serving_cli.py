@@ -127,19 +127,8 @@ def test_serve_subprocess_answers_and_exits_on_sigterm(output_dir, tmp_path):
                       "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
   try:
-    deadline = time.time() + START_TIMEOUT
     with httpx.Client(base_url=base, timeout=30) as c:
-      while True:
-        assert proc.poll() is None, (
-            f"server exited with {proc.returncode}:\n{_tail(log_path)}")
-        assert time.time() < deadline, f"no /healthz:\n{_tail(log_path)}"
-        try:
-          health = c.get("/healthz", timeout=2)
-          if health.status_code == 200:
-            break
-        except httpx.TransportError:
-          pass
-        time.sleep(0.25)
+      health = _wait_healthy(proc, c, log_path)
       assert health.json()["status"] == "ok"
       assert health.json()["model_versions"] == {"retrieval": 1, "ranking": 1}
 
